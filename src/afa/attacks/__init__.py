@@ -1,0 +1,25 @@
+"""L3 attacks: one threat model, one PGD, pluggable objectives, AutoAttack.
+
+Everything here takes the shared :class:`ThreatModel`; gradients are taken with respect
+to the input only and module modes are restored on exit (:func:`attack_mode`).
+"""
+
+from afa.attacks.autoattack import autoattack
+from afa.attacks.mode import attack_mode
+from afa.attacks.objectives import OBJECTIVES, Objective, cross_entropy, cw_margin, trades_kl
+from afa.attacks.pgd import fgsm, fgsm_threat, perturb
+from afa.attacks.threat import ThreatModel
+
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ThreatModel",
+    "attack_mode",
+    "autoattack",
+    "cross_entropy",
+    "cw_margin",
+    "fgsm",
+    "fgsm_threat",
+    "perturb",
+    "trades_kl",
+]
