@@ -1,0 +1,11 @@
+"""L2 models: the ``Classifier`` contract, input normalisation and the model registry.
+
+Importing this package registers every architecture (``cnn``, ``resnet18``,
+``preact_resnet18``, ``wrn``, ``wrn-28-10``, ``wrn-34-10``, ``wrn-70-16``).
+"""
+
+from afa.models import cnn, resnet, wide_resnet  # noqa: F401  (register the models)
+from afa.models.base import Classifier, Normalize
+from afa.models.registry import MODELS, create_model, model_names, register_model
+
+__all__ = ["MODELS", "Classifier", "Normalize", "create_model", "model_names", "register_model"]
