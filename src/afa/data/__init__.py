@@ -1,0 +1,36 @@
+"""L1 data: datasets as uint8 arrays, splits, batch loading and on-device augmentation.
+
+Typical use::
+
+    splits = load_splits(DataConfig(name="cifar10", root="data"))
+    loader = build_train_loader(splits, cfg, batch_size=128, seed=0)
+    augment = make_augment(splits.info, cfg.crop_padding)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for x, y in loader:                      # uint8 (B, C, H, W) on the CPU
+            x = augment(to_float(x, device))     # float32 in [0, 1] on the device
+"""
+
+from afa.data import cifar, digits, npz  # noqa: F401  (register the datasets)
+from afa.data.augment import make_augment, to_float
+from afa.data.base import DataConfig, DatasetInfo, ImageSet, Splits
+from afa.data.generated import load_generated
+from afa.data.loader import BatchLoader, MixedLoader, build_train_loader
+from afa.data.registry import DATASETS, load_splits
+from afa.data.synthetic import write_cifar_like
+
+__all__ = [
+    "DATASETS",
+    "BatchLoader",
+    "DataConfig",
+    "DatasetInfo",
+    "ImageSet",
+    "MixedLoader",
+    "Splits",
+    "build_train_loader",
+    "load_generated",
+    "load_splits",
+    "make_augment",
+    "to_float",
+    "write_cifar_like",
+]
