@@ -91,3 +91,14 @@ def test_yaml_errors_name_the_file(tmp_path) -> None:
 @given(st.integers(1, 255), st.integers(1, 255))
 def test_parse_number_fractions(num: int, den: int) -> None:
     assert parse_number(f"{num}/{den}") == num / den
+
+
+@dataclass(frozen=True)
+class Pair:
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+def test_fixed_length_tuples() -> None:
+    assert from_dict(Pair, {"betas": ["1/2", 0.25]}).betas == (0.5, 0.25)
+    with pytest.raises(ConfigError, match=r"betas: expected 2 items, got 3"):
+        from_dict(Pair, {"betas": [0.1, 0.2, 0.3]})

@@ -1,0 +1,250 @@
+"""Complete, atomic, safe checkpoints, and the RNG states a resumed run needs.
+
+A checkpoint is a dict of weights-only-loadable values (tensors, numbers, strings, None,
+lists, tuples, dicts), loaded with ``torch.load(weights_only=True)``, so loading never
+executes code. The payload written by ``afa.training.fit`` (``format`` =
+``"afa-checkpoint/1"``):
+
+* ``model``: the Classifier's state dict, saved from the unwrapped module (no ``module.``
+  or ``_orig_mod.`` prefixes);
+* ``method``: the Method's own state without the ``model.`` entries (projection heads ...);
+* ``optimizer``, ``scheduler`` (``LRSchedule``), ``scaler`` (empty unless fp16);
+* ``ema``: the averaged Classifier's state dict (loadable like ``model``) or None;
+  ``ema_updates``: the EMA's update count;
+* ``eval_weights``: ``"ema"`` or ``"model"``, the weights that validation measured;
+* ``stage``: ``{"index", "name"}``; ``epoch``: completed epochs within the stage;
+  ``global_epoch``: completed epochs over all stages; ``global_step``: optimizer steps;
+* ``best``: ``{"metric", "value", "stage", "epoch", "global_epoch"}`` or None;
+* ``rng``: one ``rng_state()`` per rank; ``world_size``;
+* ``config``: the resolved run config as a plain dict; ``metrics``: the epoch's record;
+* whatever the caller added through ``fit(extra=...)`` (e.g. ``dataset_info``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from afa.errors import CheckpointError
+
+FORMAT = "afa-checkpoint/1"
+
+#: Every key ``fit`` writes (``load_checkpoint`` checks they are present).
+PAYLOAD_KEYS = (
+    "format",
+    "model",
+    "method",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "ema",
+    "ema_updates",
+    "eval_weights",
+    "stage",
+    "epoch",
+    "global_epoch",
+    "global_step",
+    "best",
+    "rng",
+    "world_size",
+    "config",
+    "metrics",
+)
+
+
+def save_checkpoint(
+    path: str | Path, payload: Mapping[str, Any], *, copies: Sequence[str | Path] = ()
+) -> None:
+    """Write ``payload`` to ``path`` atomically, and optionally to ``copies`` too.
+
+    The payload is serialised once to a temporary file in the same directory, flushed and
+    fsynced, then renamed over ``path`` (``os.replace`` is atomic), so ``path`` always
+    holds either the previous complete checkpoint or the new one, never a torn file. Each
+    of ``copies`` (e.g. ``best.pt``) gets the same bytes (a hard link, else a copy) and is
+    replaced the same way, BEFORE ``path``.
+
+    Raises:
+        Whatever ``torch.save`` or the file system raises; temporary files are removed
+        and the existing files are left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    made = [tmp]
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(payload), f)
+            f.flush()
+            os.fsync(f.fileno())
+        for copy in map(Path, copies):
+            copy_tmp = _tmp_name(copy)
+            made.append(copy_tmp)
+            try:
+                os.link(
+                    tmp, copy_tmp
+                )  # same bytes, no second write; files are never edited in place
+            except OSError:
+                shutil.copyfile(tmp, copy_tmp)
+                _fsync_file(copy_tmp)
+            os.replace(copy_tmp, copy)
+            _fsync_dir(copy.parent)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        for t in made:
+            if t.exists():
+                t.unlink()
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read an ``afa`` checkpoint safely (``weights_only=True``) onto the CPU.
+
+    Raises:
+        CheckpointError: naming ``path``, when the file is missing, unreadable or
+            corrupted, holds non-weights objects, or is not a complete afa checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, unsafe pickle ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path}: not an afa checkpoint (expected format {FORMAT!r}, got {found!r})"
+        )
+    missing = [k for k in PAYLOAD_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing key {missing[0]!r}")
+    return payload
+
+
+def eval_state_dict(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The Classifier weights that validation measured (EMA when the run validated it)."""
+    if payload.get("eval_weights") == "ema" and payload.get("ema") is not None:
+        return payload["ema"]
+    return payload["model"]
+
+
+def method_extra_state(method: nn.Module) -> dict[str, Any]:
+    """A Method's state dict without its classifier (``model.*``): heads and the like."""
+    return {k: v for k, v in method.state_dict().items() if not k.startswith("model.")}
+
+
+def load_method_extra_state(method: nn.Module, state: Mapping[str, Any]) -> None:
+    """Inverse of ``method_extra_state`` (the classifier is loaded separately).
+
+    Raises:
+        CheckpointError: when the keys do not match the method's own modules.
+    """
+    own = method_extra_state(method)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the checkpoint's method state does not fit {type(method).__name__}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    full = {**{f"model.{k}": v for k, v in method.model.state_dict().items()}, **state}
+    method.load_state_dict(full)
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, numpy's legacy and torch's global RNGs (every CUDA device too)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's global RNG states, as weights-only-loadable values.
+
+    Args:
+        device: a CUDA device whose generator is included (others are not touched, so no
+            CUDA context is created on another GPU).
+    """
+    version, internal, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = None
+    if device is not None and device.type == "cuda":
+        cuda = torch.cuda.get_rng_state(device)
+    return {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+    }
+
+
+def set_rng_state(state: Mapping[str, Any], device: torch.device | None = None) -> None:
+    """Restore states saved by ``rng_state`` (the CUDA one only when ``device`` is CUDA)."""
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["internal"]), py["gauss_next"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            int(n["pos"]),
+            int(n["has_gauss"]),
+            float(n["cached_gaussian"]),
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if device is not None and device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+__all__ = [
+    "FORMAT",
+    "PAYLOAD_KEYS",
+    "eval_state_dict",
+    "load_checkpoint",
+    "load_method_extra_state",
+    "method_extra_state",
+    "rng_state",
+    "save_checkpoint",
+    "seed_all",
+    "set_rng_state",
+]
