@@ -1,0 +1,280 @@
+"""Evaluation: the correctness matrix on hand-made attacks, worst case = AND, counts divided
+once, eval.json round trip, and sanity flags that trip on a gradient-masked model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from test_attacks import digits, trained_digits_net
+from torch import Tensor, nn
+
+import afa.evaluation.robust as robust
+from afa.attacks import ThreatModel
+from afa.errors import ConfigError
+from afa.evaluation import (
+    EvalResult,
+    SanityCheck,
+    correctness_matrix,
+    evaluate,
+    format_table,
+    write_eval_json,
+)
+
+THREAT = ThreatModel(eps=0.1, step_size=0.025, steps=10)
+
+# --------------------------------------------------------------------------- a fake world
+# Inputs are (N, 1, 1, 1) values v; the model predicts class round(9 * v). An "attack"
+# moves chosen examples to the value of another class.
+
+
+class Dial(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        cls = torch.round(x.flatten(1)[:, 0] * 9).long()
+        return nn.functional.one_hot(cls, 10).float()
+
+
+def dial_data() -> tuple[Tensor, Tensor]:
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    images = (labels.float() / 9).view(-1, 1, 1, 1).clone()
+    images[[3, 7]] = 0.0  # examples 3 and 7 are misclassified clean (predicted 0)
+    return images, labels
+
+
+def breaker(targets: set[int], seen: list[int]):
+    """An attack that breaks examples whose label is in ``targets`` and records what it saw."""
+
+    def fn(x: Tensor, y: Tensor) -> Tensor:
+        seen.extend(y.tolist())
+        hit = torch.tensor([int(v) in targets for v in y]).view(-1, 1, 1, 1)
+        return torch.where(hit, ((y + 1) % 10).float().view(-1, 1, 1, 1) / 9, x)
+
+    return fn
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_correctness_matrix_on_a_hand_made_case(batch_size):
+    images, labels = dial_data()
+    seen_a, seen_b = [], []
+    correct, attacked, times = correctness_matrix(
+        Dial(),
+        images,
+        labels,
+        [("A", breaker({1, 2, 3}, seen_a)), ("B", breaker({2, 5, 6}, seen_b))],
+        batch_size=batch_size,
+        device="cpu",
+    )
+    clean = [i not in (3, 7) for i in range(10)]
+    after_a = [c and i not in (1, 2) for i, c in enumerate(clean)]
+    after_b = [c and i not in (5, 6) for i, c in enumerate(after_a)]
+    assert correct.dtype == torch.bool and correct.shape == (10, 3)
+    assert correct[:, 0].tolist() == clean
+    assert correct[:, 1].tolist() == after_a
+    assert correct[:, 2].tolist() == after_b
+    # each attack ran only on the points still robust: A never saw 3 or 7, B never saw 1, 2
+    assert sorted(seen_a) == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert sorted(seen_b) == [0, 4, 5, 6, 8, 9]
+    assert attacked[:, 0].tolist() == clean and attacked[:, 1].tolist() == after_a
+    assert set(times) == {"A", "B"}
+
+
+def test_worst_case_is_the_and_of_each_row_and_counts_are_divided_once():
+    # columns that are not nested: the worst case is not the smallest column accuracy
+    correct = torch.tensor(
+        [[1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1], [1, 0, 1], [1, 1, 0]],
+        dtype=torch.bool,
+    )
+    r = EvalResult(THREAT, ["clean", "A", "B"], correct)
+    assert r.worst_case.tolist() == [False, False, True, False, True, False, False]
+    assert r.robust_acc == 2 / 7 < min(r.acc("A"), r.acc("B"))
+    assert (r.clean_acc, r.acc("A"), r.acc("B")) == (6 / 7, 4 / 7, 4 / 7)
+    assert r.n_correct("B") == 4 and r.n_examples == 7
+
+
+def _result() -> EvalResult:
+    images, labels = dial_data()
+    attacks = [("PGD-20 (CE)", breaker({1}, [])), ("PGD-30 (CW margin)", breaker({2, 4}, []))]
+    correct, _, _ = correctness_matrix(Dial(), images, labels, attacks, batch_size=4, device="cpu")
+    sanity = {"large_eps": SanityCheck("large_eps", True, 0.0, 0.05, "words")}
+    info = {"PGD-20 (CE)": {"steps": 20, "time_s": 0.5}, "PGD-30 (CW margin)": {"steps": 30}}
+    return EvalResult(THREAT, ["clean", *[a[0] for a in attacks]], correct, info, sanity, 3, 1.5)
+
+
+def test_eval_json_round_trip_keeps_numbers_as_numbers(tmp_path):
+    r = _result()
+    path = tmp_path / "run" / "eval.json"
+    written = write_eval_json(
+        r, path, extra={"dataset": "digits", "checkpoint": "best.pt", "threat_overrides": {}}
+    )
+    back = json.loads(path.read_text())
+    assert back == written
+    assert [p.name for p in path.parent.iterdir()] == ["eval.json"]  # no temporary left
+    assert back["dataset"] == "digits" and back["checkpoint"] == "best.pt"
+    assert back["model"] is None and back["method"] is None
+    assert back["n_examples"] == 10 and isinstance(back["n_examples"], int)
+    assert back["clean_acc"] == 0.8 and back["robust_acc"] == 0.5 and back["n_robust"] == 5
+    pgd = back["attacks"]["PGD-20 (CE)"]
+    assert pgd == {"robust_acc": 0.7, "n_correct": 7, "steps": 20, "time_s": 0.5}
+    assert back["attacks"]["PGD-30 (CW margin)"]["robust_acc"] == 0.5
+    assert back["threat_model"]["eps"] == 0.1 and back["threat_model"]["steps"] == 10
+    assert back["sanity"]["large_eps"] == {
+        "passed": True,
+        "value": 0.0,
+        "threshold": 0.05,
+        "description": "words",
+    }
+    assert set(back["versions"]) == {"afa", "torch", "pyautoattack", "python"}
+    assert back["seed"] == 3 and back["time_s"] == 1.5
+
+    with pytest.raises(ValueError, match="robust_acc"):
+        write_eval_json(r, path, extra={"robust_acc": 1.0})
+
+
+def test_format_table_sorts_by_worst_case_and_marks_missing_attacks(tmp_path):
+    weak = _result()
+    strong = EvalResult(THREAT, ["clean", "PGD-20 (CE)"], torch.ones(4, 2, dtype=torch.bool))
+    record = write_eval_json(weak, tmp_path / "eval.json")
+    table = format_table([("weak", record), ("strong", strong)])
+    lines = table.splitlines()
+    assert lines[0] == "|  | clean | PGD-20 (CE) | PGD-30 (CW margin) | robust (worst case) |"
+    assert lines[2] == "| strong | 100.00 | 100.00 | – | 100.00 |"
+    assert lines[3] == "| weak | 80.00 | 70.00 | 50.00 | 50.00 |"
+    assert format_table({"weak": weak, "strong": strong}) == table
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+class Quantised(nn.Module):
+    """Gradient masking by design: the input is rounded to 1/16 (digits' own levels, so clean
+    inputs are unchanged) and round() has zero gradient, so PGD cannot move."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(torch.round(x * 16) / 16)
+
+
+def test_evaluate_runs_pgd_and_cw_on_still_robust_points_and_restores_state():
+    net = trained_digits_net().train()
+    x, y = digits()[2], digits()[3]
+    rng = torch.random.get_rng_state()
+    r = evaluate(
+        net,
+        x,
+        y,
+        THREAT,
+        attacks=("pgd", "cw"),
+        pgd_steps=10,
+        cw_steps=5,
+        n_examples=200,
+        batch_size=64,
+        sanity=False,
+    )
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
+    assert r.columns == ["clean", "PGD-10 (CE)", "PGD-5 (CW margin)"]
+    assert r.n_examples == 200 and r.sanity == {}
+    assert r.robust_acc <= r.acc("PGD-10 (CE)") < r.clean_acc - 0.3
+    assert r.attacks["PGD-10 (CE)"]["n_attacked"] == r.n_correct("clean")
+    assert r.attacks["PGD-5 (CW margin)"]["n_attacked"] == r.n_correct("PGD-10 (CE)")
+    assert r.attacks["PGD-5 (CW margin)"]["step_size"] == THREAT.step_size
+    # the same seed gives the same matrix; uint8 images are scaled by 1/255
+    again = evaluate(
+        net,
+        x,
+        y,
+        THREAT,
+        attacks=("pgd", "cw"),
+        pgd_steps=10,
+        cw_steps=5,
+        n_examples=200,
+        batch_size=64,
+        sanity=False,
+    )
+    assert torch.equal(again.correct, r.correct)
+    u8 = torch.round(x[:50] * 255).to(torch.uint8)
+    a = evaluate(net, u8, y[:50], THREAT, attacks=("pgd",), pgd_steps=3, sanity=False)
+    b = evaluate(net, u8.float() / 255, y[:50], THREAT, attacks=("pgd",), pgd_steps=3, sanity=False)
+    assert torch.equal(a.correct, b.correct)
+
+
+def test_evaluate_rejects_unknown_attacks_and_bad_images():
+    net = trained_digits_net()
+    x, y = digits()[2][:4], digits()[3][:4]
+    with pytest.raises(ConfigError, match="unknown"):
+        evaluate(net, x, y, THREAT, attacks=("cw-l2",))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        evaluate(net, x * 255, y, THREAT, attacks=("pgd",))
+
+
+def test_sanity_checks_pass_on_a_normal_model():
+    net = trained_digits_net()
+    x, y = digits()[2], digits()[3]
+    r = evaluate(net, x, y, THREAT, attacks=("pgd",), pgd_steps=10, n_examples=200)
+    assert set(r.sanity) == {"large_eps", "eps_monotone", "pgd_below_clean"}
+    assert all(c.passed for c in r.sanity.values()), r.sanity
+    assert r.sanity["large_eps"].threshold == 0.05
+    assert r.sanity["pgd_below_clean"].value == pytest.approx(r.clean_acc - r.robust_acc)
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_sanity_flags_trip_on_a_gradient_masked_model(random_start):
+    masked = Quantised(trained_digits_net())
+    x, y = digits()[2], digits()[3]
+    threat = THREAT.with_(random_start=random_start)
+    r = evaluate(masked, x, y, threat, attacks=("pgd",), pgd_steps=10, n_examples=200)
+    assert not r.sanity["large_eps"].passed, r.sanity
+    assert r.sanity["large_eps"].value > 0.05
+    if not random_start:  # PGD does not move at all: nothing below clean either
+        assert r.robust_acc == r.clean_acc
+        assert not r.sanity["pgd_below_clean"].passed
+
+
+def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
+    x, y = digits()[2], digits()[3]
+
+    # an AutoAttack that does nothing: its accuracy sits far above PGD's
+    monkeypatch.setattr(robust, "autoattack", lambda model, x, y, threat, **kw: x)
+    r = evaluate(
+        trained_digits_net(),
+        x,
+        y,
+        THREAT,
+        attacks=("pgd", "autoattack"),
+        pgd_steps=10,
+        n_examples=150,
+    )
+    assert r.columns[-1] == "AutoAttack (standard)"
+    check = r.sanity["autoattack_not_weaker_than_pgd"]
+    assert not check.passed and check.value > 0.5, check
+    assert r.sanity["autoattack_gap"].passed
+
+    # an all-breaking AutoAttack on a masked model: PGD overstates robustness
+    monkeypatch.setattr(robust, "autoattack", lambda model, x, y, threat, **kw: torch.zeros_like(x))
+    r = evaluate(
+        Quantised(trained_digits_net()),
+        x,
+        y,
+        THREAT.with_(random_start=False),
+        attacks=("pgd", "autoattack"),
+        pgd_steps=10,
+        n_examples=150,
+    )
+    gap = r.sanity["autoattack_gap"]
+    assert not gap.passed and gap.value == pytest.approx(r.acc("PGD-10 (CE)") - r.robust_acc)
+    assert r.sanity["autoattack_not_weaker_than_pgd"].passed
+
+
+def test_evaluate_with_a_real_autoattack_component():
+    net = trained_digits_net()
+    x, y = digits()[2], digits()[3]
+    r = evaluate(net, x, y, THREAT, attacks=("pgd", "apgd-ce"), pgd_steps=10, n_examples=24)
+    assert r.columns == ["clean", "PGD-10 (CE)", "AutoAttack (apgd-ce)"]
+    assert r.attacks["AutoAttack (apgd-ce)"]["attacks_to_run"] == ["apgd-ce"]
+    assert r.sanity["autoattack_not_weaker_than_pgd"].passed, r.sanity
+    assert math.isfinite(r.time_s) and r.time_s > 0
