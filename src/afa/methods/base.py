@@ -55,6 +55,8 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str] = "method"
+    #: True for encoder pre-training methods (afa, supcon): the planner adds a classifier stage.
+    pretraining: ClassVar[bool] = False
 
     def __init__(self, model: Classifier) -> None:
         super().__init__()

@@ -1,0 +1,33 @@
+"""Standard training: cross-entropy on clean inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from afa.attacks.threat import ThreatModel
+from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.models.base import Classifier
+
+
+class Standard(Method):
+    """Empirical risk minimisation with (optionally label-smoothed) cross-entropy.
+
+    The threat model is accepted for a uniform constructor and used only by validation.
+    """
+
+    name = "standard"
+
+    @dataclass(frozen=True)
+    class Config:
+        label_smoothing: float = 0.0
+
+    def __init__(self, model: Classifier, threat: ThreatModel, config: Config | None = None) -> None:
+        super().__init__(model)
+        self.config = config or self.Config()
+
+    def forward(self, batch: Batch) -> StepOutput:
+        logits = self.model(batch.view())
+        loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.config.label_smoothing)
+        return StepOutput(loss, {"loss": loss.detach(), "acc": accuracy_metric(logits, batch.y)})
