@@ -371,6 +371,17 @@ def fit(
                     f"{record['train/loss']} (diverged; lower the LR or use fp32); "
                     f"the last good checkpoint is {last_path}"
                 )
+            if _collapsed(record, epoch):
+                record["collapse_warning"] = True
+                log.warning(
+                    "%s: features are not separating classes (cos_gap %.3f, loss %.2f x chance). "
+                    "Pre-training may have collapsed; remedies: method.eps_warmup_epochs, "
+                    "method.clean_anchor_weight, method.lambda_ce, method.temperature, "
+                    "method.attack_loss=ce (see README, 'When AFA collapses')",
+                    desc,
+                    record["train/cos_gap"],
+                    record.get("train/loss_over_chance", float("nan")),
+                )
             global_epoch += 1
             last_of_stage = epoch + 1 == stage.epochs
             if val is not None and ((epoch + 1) % train.eval_every == 0 or last_of_stage):
@@ -433,6 +444,19 @@ def fit(
             ctx.barrier()  # every rank sees the new last.pt before going on
         del runner  # drop this stage's DDP reducer (and its gradient hooks) before the next
     return state(completed=True)
+
+
+#: Mean cosine gap (same-class minus other-class) below which features count as collapsed.
+COLLAPSE_GAP = 0.05
+
+
+def _collapsed(record: Mapping[str, Any], epoch: int) -> bool:
+    """True when a contrastive stage's class gap stays near zero past its first epochs.
+
+    The gap starts near 0 at initialisation, so the first two epochs are not judged.
+    """
+    gap = record.get("train/cos_gap")
+    return gap is not None and epoch >= 2 and gap < COLLAPSE_GAP
 
 
 def _means(sums: Mapping[str, Tensor], count: int) -> dict[str, float]:

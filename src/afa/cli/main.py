@@ -1,0 +1,180 @@
+"""The ``afa`` command line: parses arguments and calls the library; no logic lives here.
+
+User errors (bad config, missing file, bad checkpoint) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from afa.config import parse_number
+from afa.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="afa",
+        description="Adversarial Feature Alignment and an honest adversarial-training toolkit.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train a run from a recipe",
+        description="Train from a YAML recipe (a path, or the name of a shipped recipe: "
+        "see `afa recipes`), with key=value overrides such as train.epochs=5 threat.eps=8/255.",
+    )
+    t.add_argument("config", help="recipe path or shipped recipe name")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="dotted-key overrides")
+    t.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
+
+    sub.add_parser("recipes", help="list the shipped recipes")
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate robustness of a trained run",
+        description="Clean accuracy, PGD (CE), PGD (CW margin) and AutoAttack on the test set; "
+        "the threat model is the run's own unless changed here (changes are recorded).",
+    )
+    e.add_argument("path", help="run directory or checkpoint file")
+    e.add_argument("--which", choices=["best", "last"], default="best")
+    e.add_argument("--n", type=int, default=None, help="first N test examples (default: the run's eval.n_examples, else all)")
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--attacks", default=None, help="comma list of pgd,cw,autoattack (default: the run's)")
+    e.add_argument("--eps", type=str, default=None, help="override eps (e.g. 8/255); recorded in eval.json")
+    e.add_argument("--steps", type=int, default=None, help="override PGD steps of the threat model")
+    e.add_argument("--step-size", type=str, default=None, help="override the step size")
+    e.add_argument("--ema", choices=["auto", "yes", "no"], default="auto", help="use EMA weights")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks")
+
+    a = sub.add_parser(
+        "analyze",
+        help="feature-alignment analysis of a trained run",
+        description="Alignment (centroid and kNN), feature geometry, input separation and "
+        "local Lipschitzness; writes analysis.json and figures into the run directory.",
+    )
+    a.add_argument("path", help="run directory or checkpoint file")
+    a.add_argument("--which", choices=["best", "last"], default="best")
+    a.add_argument("--k", type=int, default=10, help="neighbours of the kNN alignment")
+    a.add_argument("--n-test", type=int, default=None, help="test examples analysed (default all)")
+    a.add_argument("--n-train", type=int, default=None, help="training examples for centroids")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--no-figures", action="store_true")
+
+    c = sub.add_parser("compare", help="one report (markdown + HTML) over several runs")
+    c.add_argument("runs", nargs="+", help="run directories")
+    c.add_argument("--out", default=None, help="report directory (default: the runs' parent)")
+    c.add_argument("--title", default="afa report")
+
+    q = sub.add_parser(
+        "quickstart",
+        help="train every method on digits, evaluate, analyse, report",
+        description="Trains standard, PGD-AT, TRADES, AFA and AFA+TRADES on scikit-learn's "
+        "digits at one budget, evaluates each (clean, PGD, AutoAttack), analyses alignment "
+        "and writes a comparison report.",
+    )
+    q.add_argument("--out", default="runs/quickstart", help="output directory")
+    q.add_argument("--methods", default=None, help="comma list (default: all)")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"afa: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("afa: interrupted (resume with `afa train ... --resume`)", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from afa.recipes import resolve_recipe
+        from afa.training.plan import load_run_config, train_run
+
+        cfg = load_run_config(resolve_recipe(args.config), args.overrides)
+        state = train_run(cfg, resume=args.resume)
+        print(f"run directory: {state.run_dir}")
+        return 0
+    if args.command == "recipes":
+        from afa.recipes import list_recipes
+
+        for name, summary in list_recipes():
+            print(f"{name:28s} {summary}")
+        return 0
+    if args.command == "eval":
+        from afa.evaluation.runs import evaluate_run
+
+        overrides = {}
+        if args.eps is not None:
+            overrides["eps"] = parse_number(args.eps, "--eps")
+        if args.step_size is not None:
+            overrides["step_size"] = parse_number(args.step_size, "--step-size")
+        if args.steps is not None:
+            overrides["steps"] = args.steps
+        evaluate_run(
+            Path(args.path),
+            which=args.which,
+            ema={"auto": None, "yes": True, "no": False}[args.ema],
+            n_examples=args.n,
+            batch_size=args.batch_size,
+            attacks=args.attacks.split(",") if args.attacks else None,
+            threat_overrides=overrides,
+            device=args.device,
+            seed=args.seed,
+            sanity=not args.no_sanity,
+        )
+        return 0
+    if args.command == "analyze":
+        from afa.analysis.runs import analyze_run
+
+        analyze_run(
+            Path(args.path),
+            which=args.which,
+            k=args.k,
+            n_test=args.n_test,
+            n_train=args.n_train,
+            device=args.device,
+            figures=not args.no_figures,
+        )
+        return 0
+    if args.command == "compare":
+        from afa.report import compare
+
+        runs = [Path(r) for r in args.runs]
+        out = Path(args.out) if args.out else runs[0].parent
+        paths = compare(runs, out, title=args.title)
+        print(f"report: {paths['html']}")
+        return 0
+    if args.command == "quickstart":
+        from afa.quickstart import quickstart
+
+        quickstart(
+            Path(args.out),
+            methods=args.methods.split(",") if args.methods else None,
+            device=args.device,
+            seed=args.seed,
+        )
+        return 0
+    raise AssertionError(args.command)  # argparse guarantees a known command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

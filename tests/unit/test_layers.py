@@ -1,0 +1,82 @@
+"""The architecture holds: each layer imports only from itself and the layers before it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "afa"
+
+LAYERS = {
+    "afa": 0,
+    "afa.errors": 0,
+    "afa._registry": 0,
+    "afa.config": 0,
+    "afa.recipes": 0,
+    "afa.data": 1,
+    "afa.models": 2,
+    "afa.attacks": 3,
+    "afa.losses": 3,
+    "afa.methods": 4,
+    "afa.training": 5,
+    "afa.evaluation": 6,
+    "afa.analysis": 6,
+    "afa.report": 7,
+    "afa.cli": 7,
+    "afa.quickstart": 7,
+}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in LAYERS:
+            return LAYERS[key]
+    raise KeyError(module)
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("afa")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("afa"):
+                found.append(node.module)
+    return found
+
+
+FILES = sorted(SRC.rglob("*.py"))
+
+
+def test_every_module_has_a_layer() -> None:
+    for path in FILES:
+        layer_of(module_name(path))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_respect_layers(path: Path) -> None:
+    mine = layer_of(module_name(path))
+    for target in imports(path):
+        assert layer_of(target) <= mine, (
+            f"{module_name(path)} (L{mine}) imports {target} (L{layer_of(target)})"
+        )
+
+
+def test_no_cuda_calls_or_torchvision() -> None:
+    for path in FILES:
+        text = path.read_text()
+        assert ".cuda()" not in text, path
+        assert "import torchvision" not in text and "from torchvision" not in text, path
