@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
-from afa.analysis.separation import min_linf_to_other_label, separation
+from afa.analysis.separation import input_separation, min_linf_to_other_label
 
 
 def _oracle(q, ql, r, rl):
@@ -25,8 +25,10 @@ def _oracle(q, ql, r, rl):
 def _check(q, ql, r, rl, scale, **kw):
     d = _oracle(q, ql, r, rl)
     best = d.min(axis=1)
-    for method in ("brute", "pruned") if q.ndim == 4 else ("brute",):
-        dist, idx = min_linf_to_other_label(q, ql, r, rl, method=method, **kw)
+    # "pruned" twice: as shipped, and never falling back to the dense scan
+    variants = [("brute", {}), ("pruned", {}), ("pruned", {"dense_fraction": 1.0})]
+    for method, extra in variants if q.ndim == 4 else variants[:1]:
+        dist, idx = min_linf_to_other_label(q, ql, r, rl, method=method, **extra, **kw)
         np.testing.assert_allclose(dist.numpy() * scale, best, rtol=1e-6, atol=0)
         for i in range(len(q)):
             if np.isfinite(best[i]):
@@ -54,7 +56,7 @@ def test_planted_pair_uint8_images_both_methods():
         pair_chunk=13,
         seed_candidates=2,
     )
-    out = separation(train, labels, eps=8 / 255, num_classes=4, query_block=16, ref_block=32)
+    out = input_separation(train, labels, eps=8 / 255, num_classes=4, query_block=16, ref_block=32)
     assert out["train_train"]["min_distance"] == pytest.approx(3 / 255)
     assert sorted(out["train_train"]["closest_pair"]) == [17, 80]
     assert out["two_r"] == pytest.approx(3 / 255) and out["r"] == pytest.approx(1.5 / 255)
@@ -87,7 +89,7 @@ def test_no_other_label_gives_inf_and_minus_one():
     x = np.zeros((3, 4), dtype=np.float32)
     d, i = min_linf_to_other_label(x, np.zeros(3, dtype=int), x, np.zeros(3, dtype=int))
     assert torch.isinf(d).all() and (i == -1).all()
-    out = separation(x, np.zeros(3, dtype=int), eps=0.1)
+    out = input_separation(x, np.zeros(3, dtype=int), eps=0.1)
     assert out["two_r"] is None and out["separated_at_eps"] is None
 
 
@@ -96,7 +98,7 @@ def test_per_class_and_test_train():
     train_y = np.array([0, 1, 2, 2])
     test = np.array([[0.05], [0.9]], dtype=np.float32)
     test_y = np.array([1, 0])
-    out = separation(train, train_y, test, test_y, eps=0.05)
+    out = input_separation(train, train_y, test, test_y, eps=0.05)
     tt = out["train_train"]
     assert tt["min_distance"] == pytest.approx(0.2)
     assert tt["per_class"]["0"]["min_distance"] == pytest.approx(0.2)
@@ -139,3 +141,25 @@ def test_property_pruned_equals_brute_equals_scipy(n, m, classes, levels, seed):
     r = rng.integers(0, levels, (m, 1, 4, 4)).astype(np.uint8)
     ql, rl = rng.integers(0, classes, n), rng.integers(0, classes, m)
     _check(q, ql, r, rl, 255, query_block=5, ref_block=4, pair_chunk=3, seed_candidates=1)
+
+
+def test_smooth_images_are_pruned_not_scanned_densely(monkeypatch):
+    # Piecewise-constant images (plus small noise): the 2x2 pooled bound is nearly tight, so
+    # the pruned search never needs the dense scan, and still returns the exact answer.
+    import afa.analysis.separation as sep
+
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 240, (150, 3, 2, 2))
+    x = (coarse.repeat(4, axis=2).repeat(4, axis=3) + rng.integers(0, 16, (150, 3, 8, 8))).astype(
+        np.uint8
+    )
+    y = rng.integers(0, 5, 150)
+
+    def no_dense(*args, **kwargs):
+        raise AssertionError("the dense scan ran")
+
+    monkeypatch.setattr(sep, "_dense_min", no_dense)
+    d = _oracle(x, y, x, y)
+    dist, idx = min_linf_to_other_label(x, y, x, y, method="pruned", query_block=32)
+    np.testing.assert_allclose(dist.numpy() * 255, d.min(axis=1))
+    assert all(d[i, idx[i]] == d[i].min() for i in range(150))

@@ -19,7 +19,7 @@ from afa.analysis.alignment import (
 from afa.analysis.analyze import FIGURES, analyze, write_analysis
 from afa.analysis.geometry import cosine_geometry
 from afa.analysis.lipschitz import lipschitz_ratio, local_lipschitz
-from afa.analysis.separation import min_linf_to_other_label, separation
+from afa.analysis.separation import input_separation, min_linf_to_other_label
 
 __all__ = [
     "FIGURES",
@@ -28,13 +28,13 @@ __all__ = [
     "centroid_alignment",
     "class_centroids",
     "cosine_geometry",
+    "input_separation",
     "knn_alignment",
     "lipschitz_ratio",
     "local_lipschitz",
     "margin_vs_robustness",
     "min_linf_to_other_label",
     "restatement",
-    "separation",
     "summarize",
     "write_analysis",
 ]

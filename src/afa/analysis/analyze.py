@@ -32,7 +32,7 @@ from afa.analysis.alignment import (
 )
 from afa.analysis.geometry import cosine_geometry
 from afa.analysis.lipschitz import local_lipschitz, summarize_lipschitz
-from afa.analysis.separation import separation as input_separation
+from afa.analysis.separation import input_separation
 from afa.attacks import ThreatModel, cross_entropy, perturb
 from afa.models.base import Classifier
 
