@@ -1,0 +1,320 @@
+"""Read what a run directory holds into one flat summary, tolerating every missing piece.
+
+A run directory may hold ``config.yaml``, ``metrics.jsonl``, ``eval.json``,
+``analysis.json`` and the analysis figures. Each is optional here: what is absent or
+unreadable becomes ``None`` and a note saying so, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RunSummary", "load_run", "sanity_messages"]
+
+
+@dataclass
+class RunSummary:
+    """Everything the report shows about one run.
+
+    Attributes:
+        name: a short unique label (the directory name unless two runs share it).
+        path: the run directory.
+        method, model, dataset: from config.yaml, else eval.json.
+        threat: a one-line description of the evaluated threat model.
+        clean_acc, robust_acc: clean and worst-case accuracy from eval.json.
+        attacks: accuracy under each attack, by attack label.
+        aligned_clean, aligned_adv: centroid-aligned fractions from analysis.json.
+        restates: the analysis's "alignment only restates accuracy" flags by split.
+        lipschitz: mean empirical local Lipschitz constant.
+        train_time_s: summed ``time_s`` of metrics.jsonl (training steps, no validation).
+        adversarial_epochs: from eval.json, else computed from config.yaml.
+        epochs: completed epochs per stage, in order.
+        metrics: the metrics.jsonl records.
+        sanity: eval.json's sanity checks.
+        analysis_notes: the analysis's plain-words notes.
+        figures: analysis figure name -> path.
+        notes: what is missing or unreadable.
+    """
+
+    name: str
+    path: Path
+    method: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    threat: str | None = None
+    clean_acc: float | None = None
+    robust_acc: float | None = None
+    n_examples: int | None = None
+    attacks: dict[str, float | None] = field(default_factory=dict)
+    aligned_clean: float | None = None
+    aligned_adv: float | None = None
+    restates: dict[str, bool] = field(default_factory=dict)
+    lipschitz: float | None = None
+    train_time_s: float | None = None
+    adversarial_epochs: int | None = None
+    epochs: dict[str, int] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    analysis_notes: list[str] = field(default_factory=list)
+    figures: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        """The table row as JSON-ready data."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "method": self.method,
+            "model": self.model,
+            "dataset": self.dataset,
+            "threat": self.threat,
+            "clean_acc": self.clean_acc,
+            "attacks": dict(self.attacks),
+            "robust_acc": self.robust_acc,
+            "n_examples": self.n_examples,
+            "aligned_clean": self.aligned_clean,
+            "aligned_adv": self.aligned_adv,
+            "alignment_restates_accuracy": dict(self.restates),
+            "lipschitz": self.lipschitz,
+            "train_time_s": self.train_time_s,
+            "adversarial_epochs": self.adversarial_epochs,
+            "epochs": dict(self.epochs),
+            "sanity_failed": [n for n, c in self.sanity.items() if c.get("passed") is False],
+            "notes": list(self.notes),
+        }
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, else None (eval files are numbers, but tolerate strings and junk)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        notes.append(f"no {path.name}")
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        notes.append(f"{path.name} unreadable ({exc.__class__.__name__}: {exc})")
+        return None
+    if not isinstance(data, dict):
+        notes.append(f"{path.name} is not a JSON object")
+        return None
+    return data
+
+
+def _read_config(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        notes.append("no config.yaml")
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        notes.append(f"config.yaml unreadable ({exc.__class__.__name__})")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        notes.append("no metrics.jsonl")
+        return []
+    rows, bad = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    if bad:
+        notes.append(f"metrics.jsonl: {bad} unreadable line(s) skipped")
+    return rows
+
+
+def _adversarial_epochs_from_config(raw: dict[str, Any]) -> int | None:
+    """The training plan's own count, when the config parses (it may be a partial one)."""
+    try:
+        from afa.training.plan import adversarial_epochs, parse_run_config
+
+        return int(adversarial_epochs(parse_run_config(raw)))
+    except Exception:  # a config from another version, or hand-written: not ours to judge
+        return None
+
+
+def load_run(path: str | Path, name: str | None = None) -> RunSummary:
+    """Summarise one run directory (see :class:`RunSummary`); never raises for bad content."""
+    path = Path(path)
+    run = RunSummary(name=name or path.name, path=path)
+    if not path.is_dir():
+        run.notes.append("run directory not found")
+        return run
+    cfg = _read_config(path / "config.yaml", run.notes)
+    ev = _read_json(path / "eval.json", run.notes)
+    an = _read_json(path / "analysis.json", run.notes)
+    run.metrics = _read_metrics(path / "metrics.jsonl", run.notes)
+
+    run.method = _get(cfg, "method", "name") or _get(ev, "method") or _get(an, "method")
+    run.model = _get(cfg, "model", "name") or _get(ev, "model")
+    run.dataset = _get(cfg, "data", "name") or _get(ev, "dataset")
+    for attr in ("method", "model", "dataset"):
+        value = getattr(run, attr)
+        setattr(run, attr, None if value is None else str(value))
+
+    if ev is not None:
+        tm = ev.get("threat_model")
+        if isinstance(tm, dict):
+            run.threat = tm.get("description") or _describe_threat(tm)
+        run.clean_acc = _num(ev.get("clean_acc"))
+        run.robust_acc = _num(ev.get("robust_acc"))
+        n = ev.get("n_examples")
+        run.n_examples = n if isinstance(n, int) else None
+        attacks = ev.get("attacks")
+        if isinstance(attacks, dict):
+            run.attacks = {str(k): _num(_get(v, "robust_acc")) for k, v in attacks.items()}
+        if run.robust_acc is None and run.attacks:
+            known = [a for a in run.attacks.values() if a is not None]
+            run.robust_acc = min(known) if known else None
+            if run.robust_acc is not None:
+                run.notes.append("eval.json has no worst case: the minimum over attacks is shown")
+        sanity = ev.get("sanity")
+        if isinstance(sanity, dict):
+            run.sanity = {str(k): v for k, v in sanity.items() if isinstance(v, dict)}
+        if isinstance(ev.get("adversarial_epochs"), int):
+            run.adversarial_epochs = ev["adversarial_epochs"]
+    if run.threat is None and cfg is not None and isinstance(cfg.get("threat"), dict):
+        run.threat = _describe_threat(cfg["threat"])
+    if run.adversarial_epochs is None and cfg is not None:
+        run.adversarial_epochs = _adversarial_epochs_from_config(cfg)
+
+    if an is not None:
+        run.aligned_clean = _num(_get(an, "alignment", "centroid", "clean", "aligned_fraction"))
+        run.aligned_adv = _num(_get(an, "alignment", "centroid", "adversarial", "aligned_fraction"))
+        run.lipschitz = _num(_get(an, "lipschitz", "mean"))
+        restates = an.get("restates_accuracy")
+        if isinstance(restates, dict):
+            run.restates = {str(k): bool(v) for k, v in restates.items()}
+        notes = an.get("notes")
+        if isinstance(notes, list):
+            run.analysis_notes = [str(n) for n in notes]
+        figures = an.get("figures")
+        if isinstance(figures, dict):
+            for fig_name, file in figures.items():
+                p = path / str(file)
+                if p.is_file():
+                    run.figures[str(fig_name)] = p
+                else:
+                    run.notes.append(f"analysis figure {file} missing")
+
+    times = [_num(r.get("time_s")) for r in run.metrics]
+    if run.metrics and all(t is not None for t in times):
+        run.train_time_s = float(sum(times))  # type: ignore[arg-type]
+    for r in run.metrics:
+        stage = str(r.get("stage", "train"))
+        epoch = r.get("epoch")
+        if isinstance(epoch, int):
+            run.epochs[stage] = max(run.epochs.get(stage, 0), epoch)
+    return run
+
+
+def _describe_threat(tm: dict[str, Any]) -> str:
+    """``Linf eps=8/255`` from a threat-model mapping (numbers or fraction strings)."""
+    norm = str(tm.get("norm", "linf"))
+    eps = tm.get("eps")
+    parts = [f"{'Linf' if norm == 'linf' else 'L2' if norm == 'l2' else norm} eps={_frac(eps)}"]
+    if tm.get("steps") is not None:
+        parts.append(f"{tm['steps']} steps of {_frac(tm.get('step_size'))}")
+    return ", ".join(parts)
+
+
+def _frac(x: Any) -> str:
+    v = _num(x)
+    if v is None:
+        return str(x)
+    k = v * 255
+    if v > 0 and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{v:.4g}"
+
+
+# ------------------------------------------------------------------ sanity checks in words
+
+
+def _pct(x: float | None) -> str:
+    return "?" if x is None else f"{100 * x:.1f}%"
+
+
+def sanity_messages(run: RunSummary) -> tuple[list[str], list[str]]:
+    """``(failed, passed)``: one plain-words sentence per failed check, names of the passed.
+
+    The sentences say what the number means for the reader and whether to trust the robust
+    accuracies; unknown check names fall back to eval.json's own description.
+    """
+    failed, passed = [], []
+    for name, check in run.sanity.items():
+        if check.get("passed") is not False:
+            passed.append(name)
+            continue
+        value, thr = _num(check.get("value")), _num(check.get("threshold"))
+        desc = str(check.get("description") or "")
+        if name == "large_eps":
+            m = re.search(r"eps=([0-9.eE+-]+)", desc)
+            radius = f"eps={m.group(1)}" if m else "a very large radius"
+            failed.append(
+                f"PGD at {radius} still leaves {_pct(value)} accuracy (it should be about 0; "
+                f"threshold {_pct(thr)}): gradients may be masked; do not trust these robust accuracies."
+            )
+        elif name == "eps_monotone":
+            failed.append(
+                f"PGD accuracy rose by {_pct(value)} when the radius grew (allowed {_pct(thr)}): "
+                "a larger ball cannot be safer, so the attack is failing, a sign of masked "
+                "gradients; do not trust these robust accuracies."
+            )
+        elif name == "pgd_below_clean":
+            failed.append(
+                f"PGD did not lower accuracy below clean accuracy (drop {_pct(value)}): the "
+                "attack is not attacking; the robust accuracies are meaningless."
+            )
+        elif name == "autoattack_not_weaker_than_pgd":
+            failed.append(
+                f"AutoAttack alone left {_pct(value)} more accuracy than PGD (allowed {_pct(thr)}): "
+                "it is the stronger attack, so it was misconfigured or saw a different model; "
+                "check the evaluation before using these numbers."
+            )
+        elif name == "autoattack_gap":
+            failed.append(
+                f"PGD accuracy is {_pct(value)} above the worst case over all attacks (allowed "
+                f"{_pct(thr)}): PGD's gradients look masked; trust only the worst-case column, "
+                "not PGD-based numbers such as training's validation accuracy."
+            )
+        else:
+            failed.append(
+                f"Sanity check '{name}' failed (value {value if value is None else f'{value:.4g}'}, "
+                f"threshold {thr if thr is None else f'{thr:.4g}'}): {desc}".rstrip(": ")
+            )
+    return failed, passed

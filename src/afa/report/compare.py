@@ -1,0 +1,438 @@
+"""``afa compare``: one report over several runs (Markdown, self-contained HTML, JSON).
+
+What a reader needs to judge methods side by side: the methods table sorted by worst-case
+robust accuracy, the clean/robust tradeoff, training curves, the evaluation's sanity checks
+in plain words (a failed one means the robust numbers are not to be trusted) and the
+alignment analysis with its own caveat (when alignment only restates accuracy, it says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from afa.report.collect import RunSummary, load_run, sanity_messages
+from afa.report.figures import plot_tradeoff, plot_training_curves
+
+__all__ = ["compare"]
+
+MISSING = "—"
+FIGURE_DIR = "report_figures"
+_ANALYSIS_CAPTIONS = {
+    "tsne": "t-SNE of penultimate features (clean: dots, PGD: crosses)",
+    "distances": "cosine distance to the own and the nearest other class centroid",
+    "aligned_accuracy": "accuracy among centroid-aligned vs misaligned samples",
+}
+
+
+@dataclass
+class _Figure:
+    path: Path
+    caption: str
+
+
+@dataclass
+class _Report:
+    title: str
+    runs: list[RunSummary]
+    attacks: list[str]
+    common: dict[str, str | None]
+    tradeoff: _Figure | None = None
+    curves: dict[str, _Figure] = field(default_factory=dict)
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names = [p.name or str(p) for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _sort_key(run: RunSummary) -> tuple[int, float, float]:
+    """Worst-case robust accuracy descending, then clean; runs without numbers last."""
+    return (
+        run.robust_acc is None,
+        -(run.robust_acc or 0.0),
+        -(run.clean_acc or 0.0),
+    )
+
+
+def _pct(x: float | None) -> str:
+    return MISSING if x is None else f"{100 * x:.2f}"
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return MISSING
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _common(values: list[str | None]) -> str | None:
+    """The value every run that has one shares, else None (then it gets its own column)."""
+    present = {v for v in values if v is not None}
+    return present.pop() if len(present) == 1 else None
+
+
+def _columns(rep: _Report) -> list[str]:
+    cols = ["#", "Run", "Method", "Model"]
+    if rep.common["dataset"] is None:
+        cols.append("Dataset")
+    if rep.common["threat"] is None:
+        cols.append("Threat model")
+    cols += ["Clean (%)"] + [f"{a} (%)" for a in rep.attacks] + ["Worst case (%)"]
+    cols += ["Aligned clean (%)", "Aligned adv (%)", "Lipschitz", "Train time", "Adv. epochs"]
+    return cols
+
+
+def _cells(rep: _Report, i: int, run: RunSummary) -> list[str]:
+    def aligned(x: float | None, split: str) -> str:
+        return _pct(x) + (" †" if x is not None and run.restates.get(split) else "")
+
+    cells = [str(i + 1), run.name, run.method or MISSING, run.model or MISSING]
+    if rep.common["dataset"] is None:
+        cells.append(run.dataset or MISSING)
+    if rep.common["threat"] is None:
+        cells.append(run.threat or MISSING)
+    cells += [_pct(run.clean_acc)] + [_pct(run.attacks.get(a)) for a in rep.attacks]
+    cells.append(_pct(run.robust_acc) + (" ⚠" if _failed(run) else ""))
+    cells += [
+        aligned(run.aligned_clean, "clean"),
+        aligned(run.aligned_adv, "adversarial"),
+        MISSING if run.lipschitz is None else f"{run.lipschitz:.3g}",
+        _duration(run.train_time_s),
+        MISSING if run.adversarial_epochs is None else str(run.adversarial_epochs),
+    ]
+    return cells
+
+
+def _failed(run: RunSummary) -> bool:
+    return any(c.get("passed") is False for c in run.sanity.values())
+
+
+def _legend(rep: _Report) -> list[str]:
+    """Plain sentences under the table."""
+    lines = [
+        "Sorted by worst-case robust accuracy (the per-example worst case over every attack). "
+        f"{MISSING} marks a number that is not available (see the notes).",
+    ]
+    if any(_failed(r) for r in rep.runs):
+        lines.append(
+            '⚠ a sanity check of this evaluation failed: see "Sanity checks"; do not trust that robust accuracy.'
+        )
+    if any(r.restates.get(s) for r in rep.runs for s in ("clean", "adversarial")):
+        lines.append(
+            '† on these inputs the aligned fraction only restates accuracy: see "Feature alignment".'
+        )
+    lines.append(
+        "Aligned: share of test samples whose normalised penultimate feature is closer (cosine) "
+        "to its own class centroid than to any other (adv: under PGD). Lipschitz: mean empirical "
+        "local Lipschitz constant of the logits over the threat model's ball (Yang et al. 2020). "
+        "Train time: summed training-step time of the logged epochs. Adv. epochs: epochs that "
+        "crafted adversarial examples."
+    )
+    return lines
+
+
+def _context(rep: _Report) -> list[str]:
+    lines = []
+    if rep.common["dataset"]:
+        lines.append(f"Dataset: {rep.common['dataset']}.")
+    else:
+        lines.append("Runs use different datasets: compare rows of the same dataset only.")
+    if rep.common["threat"]:
+        lines.append(f"Threat model (evaluation): {rep.common['threat']}.")
+    elif any(r.threat for r in rep.runs):
+        lines.append(
+            "Runs were evaluated under different threat models: their robust accuracies are not comparable."
+        )
+    ns = {r.n_examples for r in rep.runs if r.n_examples is not None}
+    if len(ns) == 1:
+        lines.append(f"Test examples per evaluation: {ns.pop()}.")
+    elif len(ns) > 1:
+        lines.append(
+            f"Evaluations used different numbers of test examples ({', '.join(map(str, sorted(ns)))})."
+        )
+    return lines
+
+
+# ------------------------------------------------------------------------------ Markdown
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def _render_md(rep: _Report, out_dir: Path) -> str:
+    def rel(p: Path) -> str:
+        return Path(os.path.relpath(p, out_dir)).as_posix()
+
+    cols = _columns(rep)
+    out = [f"# {rep.title}", "", f"{len(rep.runs)} run(s); generated {_now()}.", ""]
+    out += [f"{line}  " for line in _context(rep)] + [""]
+    out += ["## Methods", ""]
+    out.append("| " + " | ".join(cols) + " |")
+    out.append(
+        "|"
+        + "|".join(
+            "---" if c in ("Run", "Method", "Model", "Dataset", "Threat model") else "---:"
+            for c in cols
+        )
+        + "|"
+    )
+    for i, run in enumerate(rep.runs):
+        out.append("| " + " | ".join(_md_escape(c) for c in _cells(rep, i, run)) + " |")
+    out.append("")
+    out += [f"{line}  " for line in _legend(rep)] + [""]
+    out += ["## Sanity checks", ""]
+    for run in rep.runs:
+        out += [f"- **{run.name}**: {s}" for s in _sanity_lines(run)]
+    out.append("")
+    out += ["## Feature alignment", ""]
+    for run in rep.runs:
+        notes = run.analysis_notes or ["no alignment analysis (analysis.json missing)."]
+        out += [f"- **{run.name}**: {n}" for n in notes]
+    out.append("")
+    if rep.tradeoff:
+        out += [
+            "## Clean vs robust accuracy",
+            "",
+            f"![{rep.tradeoff.caption}]({rel(rep.tradeoff.path)})",
+            "",
+        ]
+    out += ["## Training curves", ""]
+    for run in rep.runs:
+        fig = rep.curves.get(run.name)
+        out.append(
+            f"![{fig.caption}]({rel(fig.path)})" if fig else f"- **{run.name}**: no metrics.jsonl."
+        )
+    out.append("")
+    out += ["## Analysis figures", ""]
+    for run in rep.runs:
+        out += [f"### {run.name}", ""]
+        if not run.figures:
+            out += ["No analysis figures (run `afa analyze` on this run).", ""]
+            continue
+        for key, path in run.figures.items():
+            out.append(f"![{_ANALYSIS_CAPTIONS.get(key, key)}]({rel(path)})")
+        out.append("")
+    notes = [(r.name, n) for r in rep.runs for n in r.notes]
+    if notes:
+        out += ["## Notes", ""] + [f"- **{name}**: {n}." for name, n in notes] + [""]
+    return "\n".join(out)
+
+
+def _sanity_lines(run: RunSummary) -> list[str]:
+    failed, passed = sanity_messages(run)
+    if not run.sanity:
+        if run.clean_acc is None and run.robust_acc is None:
+            return ["not evaluated (no eval.json)."]
+        return [
+            "no sanity checks were run: the robust accuracies are unchecked for gradient masking."
+        ]
+    lines = [f"⚠ {m}" for m in failed]
+    if passed:
+        lines.append(f"{len(passed)} of {len(run.sanity)} checks passed ({', '.join(passed)}).")
+    return lines
+
+
+# ---------------------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
+       max-width: 1200px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+.meta { color: #555; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.88rem; }
+th, td { border: 1px solid #d0d0d0; padding: 0.3rem 0.5rem; }
+th { background: #f1f3f5; text-align: center; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr:nth-child(even) td { background: #fafafa; }
+.legend { font-size: 0.85rem; color: #444; }
+.warn { color: #9a3412; background: #fff7ed; border-left: 4px solid #ea580c; padding: 0.35rem 0.6rem; margin: 0.3rem 0; }
+.ok { color: #166534; }
+.note { color: #555; }
+figure { display: inline-block; margin: 0.5rem 1rem 1rem 0; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85rem; color: #444; }
+"""
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cap = html.escape(caption)
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{cap}" /><figcaption>{cap}</figcaption></figure>'
+
+
+def _render_html(rep: _Report) -> str:
+    e = html.escape
+    cols = _columns(rep)
+    text_cols = {"Run", "Method", "Model", "Dataset", "Threat model"}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8" />',
+        '<meta name="viewport" content="width=device-width, initial-scale=1" />',
+        f"<title>{e(rep.title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{e(rep.title)}</h1>",
+        f'<p class="meta">{len(rep.runs)} run(s); generated {e(_now())}.</p>',
+        "<p>" + "<br />".join(e(line) for line in _context(rep)) + "</p>",
+        "<h2>Methods</h2>",
+        '<div class="table-wrap"><table>',
+        "<thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead>",
+        "<tbody>",
+    ]
+    for i, run in enumerate(rep.runs):
+        cells = _cells(rep, i, run)
+        parts.append(
+            "<tr>"
+            + "".join(
+                f"<td>{e(v)}</td>" if c in text_cols else f'<td class="num">{e(v)}</td>'
+                for c, v in zip(cols, cells, strict=True)
+            )
+            + "</tr>"
+        )
+    parts += ["</tbody>", "</table></div>"]
+    parts += [f'<p class="legend">{e(line)}</p>' for line in _legend(rep)]
+
+    parts.append("<h2>Sanity checks</h2>")
+    for run in rep.runs:
+        parts.append(f"<h3>{e(run.name)}</h3>")
+        for line in _sanity_lines(run):
+            cls = "warn" if line.startswith("⚠") else ("ok" if "passed" in line else "note")
+            parts.append(f'<p class="{cls}">{e(line)}</p>')
+
+    parts.append("<h2>Feature alignment</h2>")
+    for run in rep.runs:
+        parts.append(f"<h3>{e(run.name)}</h3>")
+        if not run.analysis_notes:
+            parts.append('<p class="note">No alignment analysis (analysis.json missing).</p>')
+        for note, split in zip(run.analysis_notes, ("clean", "adversarial"), strict=False):
+            cls = "warn" if run.restates.get(split) else "note"
+            parts.append(f'<p class="{cls}">{e(note)}</p>')
+
+    if rep.tradeoff:
+        parts += [
+            "<h2>Clean vs robust accuracy</h2>",
+            _img(rep.tradeoff.path, rep.tradeoff.caption),
+        ]
+    parts.append("<h2>Training curves</h2>")
+    for run in rep.runs:
+        fig = rep.curves.get(run.name)
+        parts.append(
+            _img(fig.path, fig.caption)
+            if fig
+            else f'<p class="note">{e(run.name)}: no metrics.jsonl.</p>'
+        )
+    parts.append("<h2>Analysis figures</h2>")
+    for run in rep.runs:
+        parts.append(f"<h3>{e(run.name)}</h3>")
+        if not run.figures:
+            parts.append(
+                '<p class="note">No analysis figures (run <code>afa analyze</code> on this run).</p>'
+            )
+        parts += [
+            _img(p, f"{run.name}: {_ANALYSIS_CAPTIONS.get(k, k)}") for k, p in run.figures.items()
+        ]
+    notes = [(r.name, n) for r in rep.runs for n in r.notes]
+    if notes:
+        parts.append("<h2>Notes</h2><ul>")
+        parts += [f"<li><strong>{e(name)}</strong>: {e(n)}.</li>" for name, n in notes]
+        parts.append("</ul>")
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def compare(
+    run_dirs: Sequence[str | Path], out_dir: str | Path, *, title: str = "afa report"
+) -> dict[str, Path]:
+    """Write one report over ``run_dirs`` into ``out_dir``.
+
+    Files: ``report.md`` (figures beside it in ``report_figures/``, analysis figures linked
+    from the run directories), ``report.html`` (self-contained: CSS inline, every figure
+    embedded as a base64 PNG) and ``report.json`` (the table data and the notes).
+
+    Missing pieces of a run (no eval.json, no analysis.json, no metrics.jsonl, even no
+    directory) show as "—" with a note; nothing here raises for a run's content.
+
+    Args:
+        run_dirs: run directories (each as written by ``afa train``/``eval``/``analyze``).
+        out_dir: where the report goes (created).
+        title: the report's heading.
+
+    Returns:
+        ``{"md": path, "html": path, "json": path}``.
+    """
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / FIGURE_DIR
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in run_dirs]
+    runs = [load_run(p, name) for p, name in zip(paths, _unique_names(paths), strict=True)]
+    runs.sort(key=_sort_key)
+    attacks: list[str] = []
+    for run in runs:
+        attacks += [a for a in run.attacks if a not in attacks]
+    rep = _Report(
+        title=title,
+        runs=runs,
+        attacks=attacks,
+        common={
+            "dataset": _common([r.dataset for r in runs]),
+            "threat": _common([r.threat for r in runs]),
+        },
+    )
+    tradeoff = plot_tradeoff(runs, fig_dir / "tradeoff.png")
+    if tradeoff:
+        rep.tradeoff = _Figure(tradeoff, "clean vs worst-case robust accuracy, one point per run")
+    for k, run in enumerate(runs):
+        curve = plot_training_curves(run, fig_dir / f"curves_{k + 1}.png")
+        if curve:
+            rep.curves[run.name] = _Figure(
+                curve, f"{run.name}: training loss and accuracies per epoch"
+            )
+    md = _write(out_dir / "report.md", _render_md(rep, out_dir))
+    page = _write(out_dir / "report.html", _render_html(rep))
+    data: dict[str, Any] = {
+        "title": title,
+        "generated": _now(),
+        "attacks": attacks,
+        "dataset": rep.common["dataset"],
+        "threat_model": rep.common["threat"],
+        "runs": [
+            {
+                **run.row(),
+                "rank": i + 1,
+                "sanity_messages": sanity_messages(run)[0],
+                "analysis_notes": run.analysis_notes,
+            }
+            for i, run in enumerate(runs)
+        ],
+    }
+    js = _write(out_dir / "report.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return {"md": md, "html": page, "json": js}
