@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 import afa
 from afa.attacks import ThreatModel, attack_mode, autoattack, cross_entropy, cw_margin, perturb
+from afa.data import to_float
 from afa.errors import ConfigError
 
 AttackFn = Callable[[Tensor, Tensor], Tensor]
@@ -338,8 +339,8 @@ def _correct_on(
         chunks = tqdm(chunks, desc=desc, leave=False)
     for chunk in chunks:
         sel = idx[chunk].to(images.device)
-        x = images[sel].to(device)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        x = images[sel]
+        x = to_float(x, device) if x.dtype == torch.uint8 else x.to(device).float()
         y = labels[sel.to(labels.device)].to(device)
         if attack is not None:
             x = attack(x, y)
