@@ -107,7 +107,7 @@ def make_stages(kind: str, model: Classifier) -> list[Stage]:
         return [Stage("train", PGDAT(model, THREAT), 4, sgd, cosine, grad_clip=1.0)]
     if kind == "two":
         return [
-            Stage("pretrain", ProjectionCE(model), 2, sgd, ScheduleConfig(), select_best=False),
+            Stage("pretrain", ProjectionCE(model), 2, sgd, ScheduleConfig(), select_by=None),
             Stage("classifier", CleanCE(model), 3, OptimConfig(lr=0.02), ScheduleConfig()),
         ]
     raise ValueError(kind)
@@ -240,7 +240,7 @@ def test_checkpoint_is_complete_safe_and_unwrapped(tmp_path):
     assert raw["eval_weights"] == "ema" and raw["ema"].keys() == raw["model"].keys()
     assert len(raw["rng"]) == raw["world_size"] == 1
     assert raw["config"] == CONFIG and raw["metrics"]["global_epoch"] == 1
-    assert raw["best"] is None  # a select_best=False stage never chooses a best
+    assert raw["best"] is None  # a select_by=None stage never chooses a best
     assert not (tmp_path / "run" / "best.pt").exists()
 
 

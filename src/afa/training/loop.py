@@ -14,7 +14,7 @@ Read top to bottom, one step is::
 and each epoch ends with validation (every ``eval_every`` epochs and at a stage's last
 epoch, on the EMA weights when ``ema.use_for_eval``), one line of ``metrics.jsonl`` and an
 atomic ``last.pt`` (plus ``best.pt`` when the validation PGD accuracy improves in a
-``select_best`` stage; without a validation split ``best.pt`` follows ``last.pt``).
+selecting stage; without a validation split ``best.pt`` follows ``last.pt``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -76,8 +76,6 @@ RESUME_KEYS: tuple[str, ...] = (
     "train.sync_bn",
 )
 
-BEST_METRIC = "val/pgd_acc"
-
 
 class TrainLoader(Protocol):
     """What ``fit`` needs of a loader (``afa.data.BatchLoader`` / ``MixedLoader``)."""
@@ -100,10 +98,12 @@ class Stage:
         epochs: epochs of this stage.
         optimizer / schedule: built fresh at the stage's start.
         grad_clip: max global gradient norm, or None.
-        select_best: choose ``best.pt`` by validation PGD accuracy in this stage (False
-            for a pre-training stage whose head means nothing; its epochs are still
-            validated and logged). ``best`` restarts at the start of each select_best
-            stage, so ``best.pt`` is the best epoch of the last such stage.
+        select_by: the validation metric that chooses ``best.pt`` in this stage:
+            ``"val/pgd_acc"`` (adversarial training, Rice et al. 2020) or
+            ``"val/clean_acc"`` (clean-only training, where PGD accuracy would pick an
+            under-trained epoch); None for a pre-training stage whose head means nothing
+            (its epochs are still validated and logged). ``best`` restarts at the start
+            of each selecting stage, so ``best.pt`` is the best epoch of the last one.
     """
 
     name: str
@@ -112,7 +112,7 @@ class Stage:
     optimizer: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     grad_clip: float | None = None
-    select_best: bool = True
+    select_by: Literal["val/pgd_acc", "val/clean_acc"] | None = "val/pgd_acc"
 
 
 @dataclass
@@ -172,7 +172,7 @@ def fit(
         run_dir: the run directory (the caller writes ``config.yaml`` there first).
         val: validation ``(images uint8 (N, C, H, W), labels (N,))`` held out of the
             training set, capped at ``train.val_examples``; None: no validation and
-            ``best.pt`` follows ``last.pt`` in select_best stages.
+            ``best.pt`` follows ``last.pt`` in selecting stages.
         threat: the run's shared threat model (validation PGD uses it with CE).
         augment: the batched on-device augmentation (``Batch.view``).
         device: this process's device (``dist.device`` under DDP).
@@ -303,8 +303,8 @@ def fit(
         if ckpt is not None and si == start_stage and start_epoch > 0:
             _restore_stage(ckpt, last_path, method, optimizer, schedule, scaler, ema)
             first_epoch = start_epoch
-        elif stage.select_best:
-            best = None  # each select_best stage chooses among its own epochs
+        elif stage.select_by is not None:
+            best = None  # each selecting stage chooses among its own epochs
         if rng_pending:
             _restore_rng(ckpt, ctx, device, train.seed, global_epoch)
             rng_pending = False
@@ -401,12 +401,13 @@ def fit(
                 record.update({f"val/{k}": v for k, v in result.items()})
                 record["val/time_s"] = time.perf_counter() - t1
             improved = False
-            if stage.select_best and (val is None or BEST_METRIC in record):
-                value = record.get(BEST_METRIC)
+            metric = stage.select_by
+            if metric is not None and (val is None or metric in record):
+                value = record.get(metric)
                 if val is None or best is None or best["value"] is None or value > best["value"]:
                     improved = True
                     best = {
-                        "metric": BEST_METRIC if val is not None else None,
+                        "metric": metric if val is not None else None,
                         "value": value,
                         "stage": stage.name,
                         "epoch": epoch + 1,
@@ -575,4 +576,4 @@ def _restore_rng(
     seed_all(seed + ctx.rank + 1_000_003 * global_epoch)
 
 
-__all__ = ["BEST_METRIC", "RESUME_KEYS", "Stage", "TrainState", "config_difference", "fit"]
+__all__ = ["RESUME_KEYS", "Stage", "TrainState", "config_difference", "fit"]

@@ -33,6 +33,9 @@ from afa.training.options import OptimConfig, ScheduleConfig, TrainConfig
 
 log = logging.getLogger("afa")
 
+#: Methods whose (first) stage trains on clean inputs only.
+CLEAN_METHODS = frozenset({"standard", "supcon"})
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -160,7 +163,7 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
         optimizer=t.optimizer,
         schedule=t.schedule,
         grad_clip=t.grad_clip,
-        select_best=not method.pretraining,
+        select_by=None if method.pretraining else _selection_metric(cfg.method_name),
     )
     if not method.pretraining:
         return [first]
@@ -172,7 +175,9 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
         else:
             second = PGDAT(model, cfg.threat)
     else:
-        second = LinearProbe(model, cfg.threat, LinearProbe.Config(adversarial=c.protocol == "linear-adv"))
+        second = LinearProbe(
+            model, cfg.threat, LinearProbe.Config(adversarial=c.protocol == "linear-adv")
+        )
     return [
         first,
         Stage(
@@ -182,9 +187,16 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
             optimizer=c.optimizer,
             schedule=c.schedule,
             grad_clip=c.grad_clip,
-            select_best=True,
+            select_by="val/clean_acc"
+            if cfg.method_name in CLEAN_METHODS and c.protocol == "linear"
+            else "val/pgd_acc",
         ),
     ]
+
+
+def _selection_metric(method_name: str) -> str:
+    """Clean-only training is selected by clean accuracy, adversarial training by PGD."""
+    return "val/clean_acc" if method_name in CLEAN_METHODS else "val/pgd_acc"
 
 
 def resolve_device(name: str, dist: DistContext | None = None) -> torch.device:
@@ -196,7 +208,9 @@ def resolve_device(name: str, dist: DistContext | None = None) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+        raise ConfigError(
+            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}"
+        ) from None
 
 
 def write_config(cfg: RunConfig, run_dir: Path) -> Path:
@@ -276,7 +290,9 @@ def load_trained(
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ConfigError(f"{ckpt_path}: weights do not fit model {cfg.model.name!r}: {exc}") from None
+        raise ConfigError(
+            f"{ckpt_path}: weights do not fit model {cfg.model.name!r}: {exc}"
+        ) from None
     return model.eval(), cfg, ckpt_path
 
 
@@ -294,10 +310,6 @@ def dataset_info_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig) -> Datase
         class_names=tuple(info["class_names"]),
         augment=info["augment"],
     )
-
-
-#: Methods whose (first) stage trains on clean inputs only.
-CLEAN_METHODS = frozenset({"standard", "supcon"})
 
 
 def adversarial_epochs(cfg: RunConfig) -> int:
