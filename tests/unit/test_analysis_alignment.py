@@ -156,7 +156,7 @@ def test_restatement_flag_and_words():
     informative = {"agreement": 0.80, "aligned_fraction": 0.70, "accuracy": 0.85}
     flag, note = restatement(informative, "adversarial")
     assert not flag
-    assert "beyond accuracy" in note
+    assert "not flagged" in note and "80.0%" in note
     # high agreement but a large gap is not a restatement
     assert not restatement(
         {"agreement": 0.96, "aligned_fraction": 0.50, "accuracy": 0.54}, "clean"

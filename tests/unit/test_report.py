@@ -126,14 +126,14 @@ def _analysis(clean: float, adv: float, restates: bool) -> dict:
     note = (
         "On clean inputs centroid alignment agrees ...: here alignment restates accuracy"
         if restates
-        else "On clean inputs ...: alignment carries information beyond accuracy."
+        else "On clean inputs ...: not flagged as a restatement."
     )
     return {
         "alignment": {"centroid": {"clean": summary(clean), "adversarial": summary(adv)}},
         "restates_accuracy": {"clean": restates, "adversarial": False},
         "notes": [
             note,
-            "On adversarial inputs ...: alignment carries information beyond accuracy.",
+            "On adversarial inputs ...: not flagged as a restatement.",
         ],
         "lipschitz": {"mean": 12.5},
     }

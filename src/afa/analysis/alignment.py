@@ -234,7 +234,10 @@ def restatement(summary: dict[str, Any], split: str) -> tuple[bool, str]:
             "like a nearest-centroid rule on these features); it is not evidence that "
             "misalignment explains the errors."
         )
-    return False, f"On {split} inputs {facts}: alignment carries information beyond accuracy."
+    return False, (
+        f"On {split} inputs {facts}: not flagged as a restatement (that needs agreement above "
+        f"{RESTATE_AGREEMENT:.0%} and a gap of at most {RESTATE_GAP:.0%})."
+    )
 
 
 def margin_vs_robustness(margin: Tensor, robust_correct: Tensor) -> dict[str, float | None]:

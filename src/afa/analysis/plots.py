@@ -29,7 +29,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 
 
 def _class_label(c: int, class_names: Sequence[str] | None) -> str:
-    if class_names and 0 <= c < len(class_names):
+    if class_names and 0 <= c < len(class_names) and class_names[c] != str(c):
         return f"{c}: {class_names[c]}"
     return f"class {c}"
 
@@ -158,8 +158,8 @@ def plot_aligned_accuracy(
     xs = np.arange(len(SPLITS))
     for j, (key, n_key, name, colour) in enumerate(
         (
-            ("acc_aligned", "n_aligned", "aligned", "tab:green"),
-            ("acc_misaligned", "n_misaligned", "misaligned", "tab:orange"),
+            ("acc_aligned", "n_aligned", "centroid-aligned samples", "tab:green"),
+            ("acc_misaligned", "n_misaligned", "misaligned samples", "tab:orange"),
         )
     ):
         for i, (split, _) in enumerate(SPLITS):
@@ -183,8 +183,9 @@ def plot_aligned_accuracy(
                 fontsize=8,
             )
     ax.set_xticks(xs, [name for _, name in SPLITS])
-    ax.set_ylim(0, 118)
+    ax.set_ylim(0, 130)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("classifier accuracy (%)")
-    ax.legend(title="centroid alignment", fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     ax.set_title(title or "Accuracy among aligned vs misaligned samples", fontsize=10)
     return save_figure(fig, path)

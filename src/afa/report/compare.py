@@ -235,6 +235,8 @@ def _render_md(rep: _Report, out_dir: Path) -> str:
 def _sanity_lines(run: RunSummary) -> list[str]:
     failed, passed = sanity_messages(run)
     if not run.sanity:
+        if not run.path.is_dir():
+            return ["run directory not found."]
         if run.clean_acc is None and run.robust_acc is None:
             return ["not evaluated (no eval.json)."]
         return [
@@ -259,6 +261,7 @@ th, td { border: 1px solid #d0d0d0; padding: 0.3rem 0.5rem; }
 th { background: #f1f3f5; text-align: center; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
+tr.flagged td { background: #fff7ed; color: #9a3412; }
 .legend { font-size: 0.85rem; color: #444; }
 .warn { color: #9a3412; background: #fff7ed; border-left: 4px solid #ea580c; padding: 0.35rem 0.6rem; margin: 0.3rem 0; }
 .ok { color: #166534; }
@@ -299,8 +302,9 @@ def _render_html(rep: _Report) -> str:
     ]
     for i, run in enumerate(rep.runs):
         cells = _cells(rep, i, run)
+        flagged = ' class="flagged"' if _failed(run) else ""
         parts.append(
-            "<tr>"
+            f"<tr{flagged}>"
             + "".join(
                 f"<td>{e(v)}</td>" if c in text_cols else f'<td class="num">{e(v)}</td>'
                 for c, v in zip(cols, cells, strict=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from afa.analysis.plots import save_figure
 from afa.report.collect import RunSummary
@@ -105,6 +106,7 @@ def plot_training_curves(run: RunSummary, path: str | Path) -> Path | None:
                 color="0.3",
             )
         ax.set_xlabel("epoch (all stages)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax_loss.set_ylabel("training loss")
     ax_loss.set_title("Training loss", fontsize=10)
