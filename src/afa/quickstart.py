@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from afa.analysis.runs import analyze_run
+from afa.config import load_yaml
 from afa.data import load_splits
 from afa.evaluation.runs import evaluate_run
 from afa.recipes import resolve_recipe
@@ -30,24 +31,39 @@ def quickstart(
     methods: Sequence[str] | None = None,
     device: str = "auto",
     seed: int = 0,
+    epochs: int | None = None,
+    eval_examples: int | None = None,
+    attacks: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Train, evaluate and analyse each method on digits; write and return the report paths."""
+    """Train, evaluate and analyse each method on digits; write and return the report paths.
+
+    ``epochs`` replaces every method's adversarial budget (a pre-training method's
+    classifier stage gets half of it); ``eval_examples`` and ``attacks`` shrink the
+    evaluation. They exist for smoke runs: the defaults are the documented quickstart.
+    """
     start = time.perf_counter()
     methods = list(methods or QUICKSTART_METHODS)
     runs = []
     splits = None
     for name in methods:
-        cfg = load_run_config(
-            resolve_recipe(f"digits-{name}"),
-            [f"out_dir={out}", f"name={name}", f"train.seed={seed}", f"device={device}"],
-        )
+        path = resolve_recipe(f"digits-{name}")
+        overrides = [f"out_dir={out}", f"name={name}", f"train.seed={seed}", f"device={device}"]
+        if epochs is not None:
+            overrides.append(f"train.epochs={epochs}")
+            if "classifier" in load_yaml(path):
+                overrides.append(f"classifier.epochs={max(1, epochs // 2)}")
+        if eval_examples is not None:
+            overrides.append(f"eval.n_examples={eval_examples}")
+        if attacks is not None:
+            overrides.append(f"eval.attacks=[{','.join(attacks)}]")
+        cfg = load_run_config(path, overrides)
         splits = splits or load_splits(cfg.data)
         log.info(
             "quickstart: %s (%d epochs of adversarial training)", name, adversarial_epochs(cfg)
         )
         train_run(cfg, splits=splits)
         evaluate_run(cfg.run_dir, device=device, seed=seed, splits=splits)
-        analyze_run(cfg.run_dir, device=device, splits=splits)
+        analyze_run(cfg.run_dir, device=device, splits=splits, n_test=eval_examples)
         runs.append(cfg.run_dir)
     paths = compare(runs, out, title="afa quickstart: every method on digits")
     elapsed = time.perf_counter() - start

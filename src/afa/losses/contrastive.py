@@ -138,19 +138,19 @@ def contrastive_terms(
             self_index,
             cross_view_positives=cross_view_positives,
         )
-        n_pos = pos.sum(1)
-        n_neg = neg.sum(1)
+        n_pos = pos.sum(1, dtype=torch.int32)
+        n_neg = neg.sum(1, dtype=torch.int32)
         valid = n_pos > 0
         denom_pos = n_pos.clamp_min(1).to(dtype)
         if denominator == "negatives":
             lse_neg = _masked_logsumexp(s, neg)
             # -log[e^s_ip / (e^s_ip + sum_n e^s_in)] = softplus(lse_n - s_ip)
             pair = F.softplus(lse_neg[:, None] - s)
-            per = torch.where(pos, pair, torch.zeros_like(pair)).sum(1) / denom_pos
+            per = torch.where(pos, pair, 0.0).sum(1) / denom_pos
             chance = torch.log1p(n_neg.to(dtype))
         else:
             lse_all = _masked_logsumexp(s, pos | neg)
-            mean_pos = torch.where(pos, s, torch.zeros_like(s)).sum(1) / denom_pos
+            mean_pos = torch.where(pos, s, 0.0).sum(1) / denom_pos
             per = lse_all - mean_pos
             chance = torch.log((n_pos + n_neg).clamp_min(1).to(dtype))
         zero = torch.zeros_like(per)
