@@ -136,6 +136,7 @@ def _analysis(clean: float, adv: float, restates: bool) -> dict:
             "On adversarial inputs ...: not flagged as a restatement.",
         ],
         "lipschitz": {"mean": 12.5},
+        "separation": {"two_r": 0.435, "eps": 0.2, "n_train": 1213, "n_test": 200},
     }
 
 
@@ -173,8 +174,9 @@ class _Checker(HTMLParser):
             self.stack.pop()
 
 
-@pytest.fixture()
-def report(tmp_path: Path) -> tuple[dict, Path]:
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    tmp_path = tmp_path_factory.mktemp("report")
     runs = [
         _write_run(tmp_path / "runs", "standard", method="standard"),  # trained only
         _write_run(
@@ -243,6 +245,9 @@ def test_markdown_table_order_missing_values_and_plain_words(report):
     assert "do not trust these robust accuracies" in md
     assert "no eval.json" in md and "run directory not found" in md
     assert "restates accuracy" in md and "†" in md and "⚠" in md
+    assert (
+        "2r = 0.435 apart in Linf (1213 training and 200 test images) against 2 eps = 0.400" in md
+    )
     # figures referenced by relative paths that exist
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (Path(paths["md"]).parent / link).is_file(), link

@@ -24,19 +24,24 @@ def analyze_run(
     seed: int = 0,
     splits: Splits | None = None,
 ) -> dict[str, Any]:
-    """Analyse the run's checkpoint under the run's own threat model; write analysis.json."""
+    """Analyse the run's checkpoint under the run's own threat model; write analysis.json.
+
+    ``n_test``: the first test examples (as ``afa eval --n``); ``n_train``: a seeded random
+    subset of the training set for centroids and neighbours (default all).
+    """
     model, cfg, ckpt_path = load_trained(path, which=which)
     dev = resolve_device(device)
     splits = splits or load_splits(cfg.data)
+    # The first n_test examples, as `afa eval` takes them, so the two reports agree.
+    n = len(splits.test) if n_test is None else min(n_test, len(splits.test))
     result = analyze(
         model.to(dev),
         torch.from_numpy(splits.train.images[:]),
         torch.from_numpy(splits.train.labels[:]),
-        torch.from_numpy(splits.test.images[:]),
-        torch.from_numpy(splits.test.labels[:]),
+        torch.from_numpy(splits.test.images[:n]),
+        torch.from_numpy(splits.test.labels[:n]),
         cfg.threat,
         k=k,
-        n_test=n_test,
         n_train=n_train,
         device=dev,
         seed=seed,

@@ -417,7 +417,7 @@ def input_separation(
         if (eps is None or eps == 0 or two_r is None)
         else two_r / (2 * eps),
         "separated_at_eps": None if (eps is None or two_r is None) else bool(two_r > 2 * eps),
-        "method": _resolved_method(train_images, method),
+        "method": method if method != "auto" else _auto_method(tuple(train_images.shape)),
         "units": "Linf distance in [0, 1] pixel units",
     }
     return out
@@ -434,7 +434,3 @@ def _auto_method(shape: Sequence[int]) -> str:
     ):
         return "pruned"
     return "brute"
-
-
-def _resolved_method(images: np.ndarray | Tensor, method: Method) -> str:
-    return method if method != "auto" else _auto_method(tuple(images.shape))

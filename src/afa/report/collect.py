@@ -33,12 +33,15 @@ class RunSummary:
         aligned_clean, aligned_adv: centroid-aligned fractions from analysis.json.
         restates: the analysis's "alignment only restates accuracy" flags by split.
         lipschitz: mean empirical local Lipschitz constant.
+        separation: the analysis's input-separation finding, in words.
         train_time_s: summed ``time_s`` of metrics.jsonl (training steps, no validation).
         adversarial_epochs: from eval.json, else computed from config.yaml.
         epochs: completed epochs per stage, in order.
         metrics: the metrics.jsonl records.
         sanity: eval.json's sanity checks.
         analysis_notes: the analysis's plain-words notes.
+        alignment_rows: per input kind (clean, adversarial), the alignment measurements.
+        analysis_setup: what the analysis measured on (samples, adversary), in words.
         figures: analysis figure name -> path.
         notes: what is missing or unreadable.
     """
@@ -57,12 +60,15 @@ class RunSummary:
     aligned_adv: float | None = None
     restates: dict[str, bool] = field(default_factory=dict)
     lipschitz: float | None = None
+    separation: str | None = None
     train_time_s: float | None = None
     adversarial_epochs: int | None = None
     epochs: dict[str, int] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
     analysis_notes: list[str] = field(default_factory=list)
+    alignment_rows: list[dict[str, Any]] = field(default_factory=list)
+    analysis_setup: str | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -83,6 +89,7 @@ class RunSummary:
             "aligned_adv": self.aligned_adv,
             "alignment_restates_accuracy": dict(self.restates),
             "lipschitz": self.lipschitz,
+            "separation": self.separation,
             "train_time_s": self.train_time_s,
             "adversarial_epochs": self.adversarial_epochs,
             "epochs": dict(self.epochs),
@@ -216,12 +223,15 @@ def load_run(path: str | Path, name: str | None = None) -> RunSummary:
         run.aligned_clean = _num(_get(an, "alignment", "centroid", "clean", "aligned_fraction"))
         run.aligned_adv = _num(_get(an, "alignment", "centroid", "adversarial", "aligned_fraction"))
         run.lipschitz = _num(_get(an, "lipschitz", "mean"))
+        run.separation = _separation_words(an.get("separation"))
         restates = an.get("restates_accuracy")
         if isinstance(restates, dict):
             run.restates = {str(k): bool(v) for k, v in restates.items()}
         notes = an.get("notes")
         if isinstance(notes, list):
             run.analysis_notes = [str(n) for n in notes]
+        run.alignment_rows = _alignment_rows(an)
+        run.analysis_setup = _analysis_setup(an)
         figures = an.get("figures")
         if isinstance(figures, dict):
             for fig_name, file in figures.items():
@@ -240,6 +250,66 @@ def load_run(path: str | Path, name: str | None = None) -> RunSummary:
         if isinstance(epoch, int):
             run.epochs[stage] = max(run.epochs.get(stage, 0), epoch)
     return run
+
+
+def _alignment_rows(an: dict[str, Any]) -> list[dict[str, Any]]:
+    """Clean and adversarial rows of the alignment table (missing numbers are None)."""
+    rows = []
+    for split in ("clean", "adversarial"):
+        summary = _get(an, "alignment", "centroid", split)
+        if not isinstance(summary, dict):
+            continue
+        gap = _num(_get(an, "geometry", split, "gap"))
+        auc_key = "clean_margin" if split == "clean" else "adversarial_margin"
+        rows.append(
+            {
+                "input": split,
+                "aligned": _num(summary.get("aligned_fraction")),
+                "accuracy": _num(summary.get("accuracy")),
+                "acc_aligned": _num(summary.get("acc_aligned")),
+                "acc_misaligned": _num(summary.get("acc_misaligned")),
+                "agreement": _num(summary.get("agreement")),
+                "ncc_accuracy": _num(_get(an, "nearest_centroid_accuracy", split)),
+                "knn_aligned": _num(_get(an, "alignment", "knn", split, "aligned_fraction")),
+                "margin_auc": _num(_get(an, "margin_vs_robustness", auc_key, "auc")),
+                "cos_gap": gap,
+                "restates": bool(_get(an, "restates_accuracy", split)),
+            }
+        )
+    return rows
+
+
+def _analysis_setup(an: dict[str, Any]) -> str | None:
+    n, tm = an.get("n_test"), an.get("threat_model")
+    if not isinstance(n, int):
+        return None
+    adversary = "PGD (CE)"
+    if isinstance(tm, dict):
+        adversary = f"PGD-{tm.get('steps')} (CE), {_describe_threat(tm).split(',')[0]}"
+    k = an.get("k")
+    return (
+        f"{n} test samples (a seeded subset; its accuracies can differ from the evaluation's), "
+        f"adversary {adversary}" + (f", kNN with k = {k}" if k else "")
+    )
+
+
+def _separation_words(sep: Any) -> str | None:
+    """One sentence on Yang et al.'s comparison of 2r with 2 eps."""
+    two_r, eps = _num(_get(sep, "two_r")), _num(_get(sep, "eps"))
+    if two_r is None or eps is None:
+        return None
+    n_train, n_test = _get(sep, "n_train"), _get(sep, "n_test")
+    where = f"{n_train} training" + (f" and {n_test} test" if n_test else "") + " images"
+    verdict = (
+        "the classes are separated at this eps, so a classifier both accurate and robust at eps "
+        "exists on these points (Yang et al. 2020)"
+        if two_r > 2 * eps
+        else "the data alone does not guarantee that a classifier accurate and robust at eps exists"
+    )
+    return (
+        f"the closest differently labelled images are 2r = {two_r:.3f} apart "
+        f"in Linf ({where}) against 2 eps = {2 * eps:.3f}: {verdict}."
+    )
 
 
 def _describe_threat(tm: dict[str, Any]) -> str:

@@ -166,11 +166,106 @@ def _context(rep: _Report) -> list[str]:
     return lines
 
 
+_ALIGN_COLS = [
+    "Run",
+    "Input",
+    "Aligned (%)",
+    "Accuracy (%)",
+    "Acc. if aligned (%)",
+    "Acc. if misaligned (%)",
+    "Agreement (%)",
+    "Nearest-centroid acc. (%)",
+    "kNN aligned (%)",
+    "Margin AUC",
+    "Cos gap",
+]
+_TEXT_COLS = {"Run", "Method", "Model", "Dataset", "Threat model", "Input"}
+
+
+def _alignment_table(rep: _Report) -> list[list[str]]:
+    rows = []
+    for run in rep.runs:
+        for r in run.alignment_rows:
+            rows.append(
+                [
+                    run.name,
+                    "clean" if r["input"] == "clean" else "PGD",
+                    _pct(r["aligned"]) + (" †" if r["restates"] else ""),
+                    _pct(r["accuracy"]),
+                    _pct(r["acc_aligned"]),
+                    _pct(r["acc_misaligned"]),
+                    _pct(r["agreement"]),
+                    _pct(r["ncc_accuracy"]),
+                    _pct(r["knn_aligned"]),
+                    MISSING if r["margin_auc"] is None else f"{r['margin_auc']:.2f}",
+                    MISSING if r["cos_gap"] is None else f"{r['cos_gap']:.3f}",
+                ]
+            )
+    return rows
+
+
+def _alignment_text(rep: _Report) -> list[tuple[str, str]]:
+    """``(kind, sentence)`` under the alignment table; kind is ``warn`` or ``note``."""
+    out: list[tuple[str, str]] = []
+    without = [r.name for r in rep.runs if not r.alignment_rows]
+    out.append(
+        (
+            "note",
+            "Aligned: the test sample's normalised penultimate feature is closer (cosine) to its "
+            "own class centroid (from clean training features) than to every other centroid. "
+            "Agreement: share of samples where 'aligned' and 'correctly classified' coincide. "
+            "Nearest-centroid acc.: accuracy of classifying by the nearest centroid. kNN aligned: "
+            "the own class wins the vote of the nearest training features. Margin AUC: how well "
+            "the alignment margin (distance to the nearest other centroid minus distance to the "
+            "own) ranks samples that stay correct under PGD above those that do not (0.5 = no "
+            "information). Cos gap: mean cosine within classes minus between classes (near 0: "
+            "features collapsed).",
+        )
+    )
+    for setup in dict.fromkeys(r.analysis_setup for r in rep.runs if r.analysis_setup):
+        names = [r.name for r in rep.runs if r.analysis_setup == setup]
+        who = "all runs" if len(names) == len(rep.runs) else ", ".join(names)
+        out.append(("note", f"Measured on ({who}): {setup}."))
+    for run in rep.runs:
+        for row, note in zip(run.alignment_rows, run.analysis_notes, strict=False):
+            if row["restates"]:
+                out.append(("warn", f"† {run.name}: {note}"))
+    for sentence in dict.fromkeys(r.separation for r in rep.runs if r.separation):
+        names = [r.name for r in rep.runs if r.separation == sentence]
+        who = "all runs" if len(names) == len(rep.runs) else ", ".join(names)
+        out.append(("note", f"Input separation ({who}): {sentence}"))
+    if without:
+        out.append(
+            ("note", f"No alignment analysis (analysis.json missing): {', '.join(without)}.")
+        )
+    return out
+
+
+def _figure_groups(rep: _Report) -> list[tuple[str, list[tuple[str, Path]]]]:
+    """Analysis figures by kind (so methods sit side by side), each with its runs' files."""
+    kinds = list(_ANALYSIS_CAPTIONS) + sorted(
+        {k for r in rep.runs for k in r.figures} - set(_ANALYSIS_CAPTIONS)
+    )
+    groups = []
+    for kind in kinds:
+        files = [(r.name, r.figures[kind]) for r in rep.runs if kind in r.figures]
+        if files:
+            groups.append((_ANALYSIS_CAPTIONS.get(kind, kind), files))
+    return groups
+
+
 # ------------------------------------------------------------------------------ Markdown
 
 
 def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
+
+
+def _md_table(cols: list[str], rows: list[list[str]]) -> list[str]:
+    align = "|".join("---" if c in _TEXT_COLS else "---:" for c in cols)
+    return ["| " + " | ".join(cols) + " |", f"|{align}|"] + [
+        "| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows
+    ]
 
 
 def _render_md(rep: _Report, out_dir: Path) -> str:
@@ -181,27 +276,20 @@ def _render_md(rep: _Report, out_dir: Path) -> str:
     out = [f"# {rep.title}", "", f"{len(rep.runs)} run(s); generated {_now()}.", ""]
     out += [f"{line}  " for line in _context(rep)] + [""]
     out += ["## Methods", ""]
-    out.append("| " + " | ".join(cols) + " |")
-    out.append(
-        "|"
-        + "|".join(
-            "---" if c in ("Run", "Method", "Model", "Dataset", "Threat model") else "---:"
-            for c in cols
-        )
-        + "|"
-    )
-    for i, run in enumerate(rep.runs):
-        out.append("| " + " | ".join(_md_escape(c) for c in _cells(rep, i, run)) + " |")
-    out.append("")
+    out += _md_table(cols, [_cells(rep, i, run) for i, run in enumerate(rep.runs)]) + [""]
     out += [f"{line}  " for line in _legend(rep)] + [""]
     out += ["## Sanity checks", ""]
     for run in rep.runs:
         out += [f"- **{run.name}**: {s}" for s in _sanity_lines(run)]
     out.append("")
     out += ["## Feature alignment", ""]
-    for run in rep.runs:
-        notes = run.analysis_notes or ["no alignment analysis (analysis.json missing)."]
-        out += [f"- **{run.name}**: {n}" for n in notes]
+    rows = _alignment_table(rep)
+    if rows:
+        out += _md_table(_ALIGN_COLS, rows) + [""]
+    out += [
+        f"{'**Warning.** ' if kind == 'warn' else ''}{text}  "
+        for kind, text in _alignment_text(rep)
+    ]
     out.append("")
     if rep.tradeoff:
         out += [
@@ -218,14 +306,12 @@ def _render_md(rep: _Report, out_dir: Path) -> str:
         )
     out.append("")
     out += ["## Analysis figures", ""]
-    for run in rep.runs:
-        out += [f"### {run.name}", ""]
-        if not run.figures:
-            out += ["No analysis figures (run `afa analyze` on this run).", ""]
-            continue
-        for key, path in run.figures.items():
-            out.append(f"![{_ANALYSIS_CAPTIONS.get(key, key)}]({rel(path)})")
-        out.append("")
+    for caption, files in _figure_groups(rep):
+        out += [f"### {caption[0].upper()}{caption[1:]}", ""]
+        out += [f"![{name}: {caption}]({rel(path)})" for name, path in files] + [""]
+    missing = [r.name for r in rep.runs if not r.figures]
+    if missing:
+        out += [f"No analysis figures (run `afa analyze`): {', '.join(missing)}.", ""]
     notes = [(r.name, n) for r in rep.runs for n in r.notes]
     if notes:
         out += ["## Notes", ""] + [f"- **{name}**: {n}." for name, n in notes] + [""]
@@ -268,8 +354,26 @@ tr.flagged td { background: #fff7ed; color: #9a3412; }
 .note { color: #555; }
 figure { display: inline-block; margin: 0.5rem 1rem 1rem 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; }
+.grid2 { display: flex; flex-wrap: wrap; gap: 1rem; }
+.grid2 figure { width: calc(50% - 0.5rem); margin: 0 0 0.5rem 0; } .grid2 figure img { width: 100%; }
+ul.checks { list-style: none; padding-left: 0; } ul.checks li { margin: 0.3rem 0; }
 figcaption { font-size: 0.85rem; color: #444; }
 """
+
+
+def _html_table(cols: list[str], rows: list[list[str]], flagged: list[bool] | None = None) -> str:
+    e = html.escape
+    out = ['<div class="table-wrap"><table>', "<thead><tr>"]
+    out += [f"<th>{e(c)}</th>" for c in cols] + ["</tr></thead>", "<tbody>"]
+    for i, row in enumerate(rows):
+        out.append('<tr class="flagged">' if flagged and flagged[i] else "<tr>")
+        out += [
+            f"<td>{e(v)}</td>" if c in _TEXT_COLS else f'<td class="num">{e(v)}</td>'
+            for c, v in zip(cols, row, strict=True)
+        ]
+        out.append("</tr>")
+    out += ["</tbody>", "</table></div>"]
+    return "".join(out)
 
 
 def _img(path: Path, caption: str) -> str:
@@ -281,7 +385,6 @@ def _img(path: Path, caption: str) -> str:
 def _render_html(rep: _Report) -> str:
     e = html.escape
     cols = _columns(rep)
-    text_cols = {"Run", "Method", "Model", "Dataset", "Threat model"}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -296,39 +399,27 @@ def _render_html(rep: _Report) -> str:
         f'<p class="meta">{len(rep.runs)} run(s); generated {e(_now())}.</p>',
         "<p>" + "<br />".join(e(line) for line in _context(rep)) + "</p>",
         "<h2>Methods</h2>",
-        '<div class="table-wrap"><table>',
-        "<thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead>",
-        "<tbody>",
+        _html_table(
+            cols,
+            [_cells(rep, i, run) for i, run in enumerate(rep.runs)],
+            flagged=[_failed(run) for run in rep.runs],
+        ),
     ]
-    for i, run in enumerate(rep.runs):
-        cells = _cells(rep, i, run)
-        flagged = ' class="flagged"' if _failed(run) else ""
-        parts.append(
-            f"<tr{flagged}>"
-            + "".join(
-                f"<td>{e(v)}</td>" if c in text_cols else f'<td class="num">{e(v)}</td>'
-                for c, v in zip(cols, cells, strict=True)
-            )
-            + "</tr>"
-        )
-    parts += ["</tbody>", "</table></div>"]
     parts += [f'<p class="legend">{e(line)}</p>' for line in _legend(rep)]
 
     parts.append("<h2>Sanity checks</h2>")
+    parts.append('<ul class="checks">')
     for run in rep.runs:
-        parts.append(f"<h3>{e(run.name)}</h3>")
         for line in _sanity_lines(run):
             cls = "warn" if line.startswith("⚠") else ("ok" if "passed" in line else "note")
-            parts.append(f'<p class="{cls}">{e(line)}</p>')
+            parts.append(f'<li class="{cls}"><strong>{e(run.name)}</strong>: {e(line)}</li>')
+    parts.append("</ul>")
 
     parts.append("<h2>Feature alignment</h2>")
-    for run in rep.runs:
-        parts.append(f"<h3>{e(run.name)}</h3>")
-        if not run.analysis_notes:
-            parts.append('<p class="note">No alignment analysis (analysis.json missing).</p>')
-        for note, split in zip(run.analysis_notes, ("clean", "adversarial"), strict=False):
-            cls = "warn" if run.restates.get(split) else "note"
-            parts.append(f'<p class="{cls}">{e(note)}</p>')
+    rows = _alignment_table(rep)
+    if rows:
+        parts.append(_html_table(_ALIGN_COLS, rows))
+    parts += [f'<p class="{kind}">{e(text)}</p>' for kind, text in _alignment_text(rep)]
 
     if rep.tradeoff:
         parts += [
@@ -344,15 +435,18 @@ def _render_html(rep: _Report) -> str:
             else f'<p class="note">{e(run.name)}: no metrics.jsonl.</p>'
         )
     parts.append("<h2>Analysis figures</h2>")
-    for run in rep.runs:
-        parts.append(f"<h3>{e(run.name)}</h3>")
-        if not run.figures:
-            parts.append(
-                '<p class="note">No analysis figures (run <code>afa analyze</code> on this run).</p>'
-            )
-        parts += [
-            _img(p, f"{run.name}: {_ANALYSIS_CAPTIONS.get(k, k)}") for k, p in run.figures.items()
-        ]
+    for caption, files in _figure_groups(rep):
+        wide = caption == _ANALYSIS_CAPTIONS["distances"]
+        parts.append(f"<h3>{e(caption[0].upper() + caption[1:])}</h3>")
+        parts.append(f'<div class="{"grid1" if wide else "grid2"}">')
+        parts += [_img(path, f"{name}: {caption}") for name, path in files]
+        parts.append("</div>")
+    missing = [r.name for r in rep.runs if not r.figures]
+    if missing:
+        parts.append(
+            '<p class="note">No analysis figures (run <code>afa analyze</code>): '
+            f"{e(', '.join(missing))}.</p>"
+        )
     notes = [(r.name, n) for r in rep.runs for n in r.notes]
     if notes:
         parts.append("<h2>Notes</h2><ul>")
