@@ -56,14 +56,15 @@ class ThreatModel:
     def describe(self) -> str:
         """Short human label, e.g. ``Linf eps=8/255 (0.0314), PGD-10 step 2/255``."""
         return (
-            f"{'Linf' if self.norm == 'linf' else 'L2'} eps={_frac(self.eps)}, "
-            f"{self.steps} steps of {_frac(self.step_size)}"
+            f"{'Linf' if self.norm == 'linf' else 'L2'} eps={format_radius(self.eps)}, "
+            f"{self.steps} steps of {format_radius(self.step_size)}"
             + (f", {self.restarts} restarts" if self.restarts > 1 else "")
         )
 
 
-def _frac(x: float) -> str:
+def format_radius(x: float) -> str:
+    """``8/255`` for the usual small multiples of a pixel level, else a plain number (0.2)."""
     k = x * 255
-    if x > 0 and abs(k - round(k)) < 1e-6:
+    if 0 < k <= 32 and abs(k - round(k)) < 1e-6:
         return f"{round(k)}/255"
     return f"{x:.4g}"

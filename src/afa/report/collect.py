@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+from afa.attacks.threat import format_radius
+from afa.config import parse_number
+from afa.errors import ConfigError
+
 __all__ = ["RunSummary", "load_run", "sanity_messages"]
 
 
@@ -287,9 +291,8 @@ def _analysis_setup(an: dict[str, Any]) -> str | None:
     if isinstance(tm, dict):
         adversary = f"PGD-{tm.get('steps')} (CE), {_describe_threat(tm).split(',')[0]}"
     k = an.get("k")
-    return (
-        f"{n} test samples (a seeded subset; its accuracies can differ from the evaluation's), "
-        f"adversary {adversary}" + (f", kNN with k = {k}" if k else "")
+    return f"the first {n} test samples (those `afa eval` scores), adversary {adversary}" + (
+        f", kNN with k = {k}" if k else ""
     )
 
 
@@ -313,23 +316,22 @@ def _separation_words(sep: Any) -> str | None:
 
 
 def _describe_threat(tm: dict[str, Any]) -> str:
-    """``Linf eps=8/255`` from a threat-model mapping (numbers or fraction strings)."""
+    """``Linf eps=8/255, 10 steps of 2/255`` from a threat-model mapping."""
     norm = str(tm.get("norm", "linf"))
-    eps = tm.get("eps")
-    parts = [f"{'Linf' if norm == 'linf' else 'L2' if norm == 'l2' else norm} eps={_frac(eps)}"]
+    parts = [
+        f"{'Linf' if norm == 'linf' else 'L2' if norm == 'l2' else norm} eps={_radius(tm.get('eps'))}"
+    ]
     if tm.get("steps") is not None:
-        parts.append(f"{tm['steps']} steps of {_frac(tm.get('step_size'))}")
+        parts.append(f"{tm['steps']} steps of {_radius(tm.get('step_size'))}")
     return ", ".join(parts)
 
 
-def _frac(x: Any) -> str:
-    v = _num(x)
-    if v is None:
+def _radius(x: Any) -> str:
+    """A radius as the config may hold it (a number or an exact fraction string)."""
+    try:
+        return format_radius(parse_number(x))
+    except ConfigError:
         return str(x)
-    k = v * 255
-    if v > 0 and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{v:.4g}"
 
 
 # ------------------------------------------------------------------ sanity checks in words
