@@ -26,6 +26,7 @@ LAYERS = {
     "afa.report": 7,
     "afa.cli": 7,
     "afa.quickstart": 7,
+    "afa.__main__": 7,
 }
 
 

@@ -61,7 +61,24 @@ def test_schedule_sets_the_optimizer_lr_per_step_and_resumes():
     other.load_state_dict(state)
     assert other.last_step == 16 and other.get_last_lr() == sched.get_last_lr()
     with pytest.raises(ValueError, match="16 steps"):
-        LRSchedule(_optimizer(), cfg, steps_per_epoch=5, epochs=4).load_state_dict(state)
+        LRSchedule(_optimizer(), cfg, steps_per_epoch=5, epochs=3).load_state_dict(state)
+
+
+def test_resume_with_other_steps_per_epoch_keeps_the_epoch():
+    """A resume with another world size changes steps per epoch, not the stage's epoch."""
+    cfg = ScheduleConfig(name="cosine", warmup_epochs=1)
+    sched = LRSchedule(_optimizer(), cfg, steps_per_epoch=9, epochs=6)
+    for _ in range(18):  # two epochs
+        sched.step()
+    wider = LRSchedule(_optimizer(), cfg, steps_per_epoch=18, epochs=6)
+    wider.load_state_dict(sched.state_dict())
+    assert wider.last_step == 36
+    assert wider.get_last_lr() == pytest.approx(sched.get_last_lr())
+    sched.step()  # mid-epoch: the position cannot be mapped
+    with pytest.raises(ValueError, match="not at an epoch boundary"):
+        LRSchedule(_optimizer(), cfg, steps_per_epoch=18, epochs=6).load_state_dict(
+            sched.state_dict()
+        )
 
 
 def test_warmup_longer_than_the_stage_is_refused():

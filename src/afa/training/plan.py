@@ -231,7 +231,16 @@ def train_run(
     splits: Splits | None = None,
 ) -> TrainState:
     """Train the run described by ``cfg`` into ``cfg.run_dir`` (resuming from ``last.pt``)."""
+    own_dist = dist is None
     dist = dist or DistContext.from_env()
+    try:
+        return _train(cfg, resume=resume, dist=dist, splits=splits)
+    finally:
+        if own_dist:
+            dist.cleanup()
+
+
+def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | None) -> TrainState:
     device = resolve_device(cfg.device, dist)
     torch.manual_seed(cfg.train.seed)
     splits = splits or load_splits(cfg.data)

@@ -66,6 +66,8 @@ class LRSchedule:
             )
         self.optimizer = optimizer
         self.cfg = cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = epochs
         self.total_steps = steps_per_epoch * epochs
         self.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
         if self.warmup_steps > self.total_steps:
@@ -106,14 +108,22 @@ class LRSchedule:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["total_steps"]) != self.total_steps:
-            raise ValueError(
-                f"LR schedule: the checkpoint's stage has {state['total_steps']} steps, "
-                f"this one {self.total_steps} (batch size, data or epochs changed?)"
-            )
-        self.last_step = int(state["last_step"])
+        """Restore the position; a checkpoint taken at an epoch boundary also loads into a
+        run with another number of steps per epoch (a resume with a different world size),
+        at the same epoch of the stage."""
+        last = int(state["last_step"])
+        saved_total = int(state["total_steps"])
+        if saved_total != self.total_steps:
+            saved_per_epoch, rest = divmod(saved_total, self.epochs)
+            if rest or saved_per_epoch == 0 or last % saved_per_epoch:
+                raise ValueError(
+                    f"LR schedule: the checkpoint's stage has {saved_total} steps, this one "
+                    f"{self.total_steps}, and the checkpoint is not at an epoch boundary of "
+                    f"a {self.epochs}-epoch stage (epochs changed?)"
+                )
+            last = last // saved_per_epoch * self.steps_per_epoch
+        self.last_step = last
         self.base_lrs = [float(v) for v in state["base_lrs"]]
-        self.warmup_steps = int(state["warmup_steps"])
         self._apply()
 
 
