@@ -102,6 +102,7 @@ class Suite:
 
 # ------------------------------------------------------------------------------ suites
 
+
 def digits_suite(data: str | None = None, epochs: int = 20) -> Suite:
     """The quickstart recipes (small CNN, Linf eps 0.2, PGD-10) at ``epochs`` adversarial epochs.
 
@@ -117,7 +118,9 @@ def digits_suite(data: str | None = None, epochs: int = 20) -> Suite:
     v = [
         Variant("pgd-at", "digits-pgd-at.yaml"),
         Variant("trades", "digits-trades.yaml"),
-        Variant("afa neg +linear", "digits-afa.yaml", note=f"pretrain {epochs} + linear 10 (clean)"),
+        Variant(
+            "afa neg +linear", "digits-afa.yaml", note=f"pretrain {epochs} + linear 10 (clean)"
+        ),
         Variant("afa supcon +linear", "digits-afa.yaml", ("method.denominator=supcon",)),
         Variant("afa neg anchors=all +linear", "digits-afa.yaml", ("method.anchors=all",)),
         Variant(
@@ -190,12 +193,20 @@ def cifar5k_suite(data: str | None = None) -> Suite:
         Variant(
             "afa ce 1 joint +linear-adv",
             afa,
-            ("method.lambda_ce=1.0", "method.ce_detach=false", f"train.epochs={epochs - 3}",
-             "classifier.epochs=3", "classifier.protocol=linear-adv"),
+            (
+                "method.lambda_ce=1.0",
+                "method.ce_detach=false",
+                f"train.epochs={epochs - 3}",
+                "classifier.epochs=3",
+                "classifier.protocol=linear-adv",
+            ),
             note=f"pretrain {epochs - 3} + linear-adv 3 (same adversarial budget)",
         ),
-        Variant("afa attack ce +ce joint", afa, (
-            "method.attack_loss=ce", "method.lambda_ce=1.0", "method.ce_detach=false")),
+        Variant(
+            "afa attack ce +ce joint",
+            afa,
+            ("method.attack_loss=ce", "method.lambda_ce=1.0", "method.ce_detach=false"),
+        ),
         Variant(
             "afa warmup5 +clean-anchor +ce joint",
             afa,
@@ -231,9 +242,13 @@ SUITES = {
 # ------------------------------------------------------------------------------ running
 
 
-def resolve(suite: Suite, variant: Variant, seed: int, runs_dir: Path, extra: Sequence[str]) -> RunConfig:
+def resolve(
+    suite: Suite, variant: Variant, seed: int, runs_dir: Path, extra: Sequence[str]
+) -> RunConfig:
     """The variant's run config for ``seed`` (recipe -> common -> variant -> seed/out)."""
-    return load_run_config(variant.recipe_path, command_overrides(suite, variant, seed, runs_dir, extra))
+    return load_run_config(
+        variant.recipe_path, command_overrides(suite, variant, seed, runs_dir, extra)
+    )
 
 
 def command_overrides(
@@ -259,8 +274,16 @@ def slug(name: str) -> str:
 def shell_command(variant: Variant, overrides: Sequence[str]) -> str:
     """``afa train`` command line reproducing a run."""
     quoted = [f"'{o}'" if any(c in o for c in " {}[]") else o for o in overrides]
-    return " ".join(["afa", "train", str(variant.recipe_path.relative_to(SRC.parent))
-                     if variant.recipe_path.is_relative_to(SRC.parent) else variant.recipe, *quoted])
+    return " ".join(
+        [
+            "afa",
+            "train",
+            str(variant.recipe_path.relative_to(SRC.parent))
+            if variant.recipe_path.is_relative_to(SRC.parent)
+            else variant.recipe,
+            *quoted,
+        ]
+    )
 
 
 def contrastive_summary(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -330,8 +353,16 @@ def run_one(
     y = torch.from_numpy(splits.test.labels[:])
     t1 = time.perf_counter()
     result = evaluate(
-        model, x, y, cfg.threat, attacks=list(attacks), n_examples=n_eval,
-        batch_size=256, device="cpu", seed=0, sanity=False,
+        model,
+        x,
+        y,
+        cfg.threat,
+        attacks=list(attacks),
+        n_examples=n_eval,
+        batch_size=256,
+        device="cpu",
+        seed=0,
+        sanity=False,
     )
     eval_s = time.perf_counter() - t1
     history = read_history(cfg.run_dir) or list(state.history)
@@ -420,8 +451,13 @@ def markdown(summary: Sequence[dict[str, Any]], robust_label: str) -> str:
 
 
 def robust_label(attacks: Sequence[str], pgd_steps: int = 20) -> str:
-    names = {"pgd": f"PGD-{pgd_steps}", "cw": "CW", "autoattack": "AA", "apgd-ce": "APGD-CE",
-             "apgd-t": "APGD-T"}
+    names = {
+        "pgd": f"PGD-{pgd_steps}",
+        "cw": "CW",
+        "autoattack": "AA",
+        "apgd-ce": "APGD-CE",
+        "apgd-t": "APGD-T",
+    }
     return " + ".join(names.get(a, a) for a in attacks)
 
 
@@ -443,11 +479,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n-eval", type=int, default=None, help="first N test images only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs-dir", default="runs/ablation")
-    p.add_argument("--set", nargs="*", default=[], metavar="key=value",
-                   help="extra overrides for every run (after the variant's)")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help="extra overrides for every run (after the variant's)",
+    )
     p.add_argument("--rerun", action="store_true", help="ignore cached results")
-    p.add_argument("--cached-only", action="store_true",
-                   help="train nothing: summarise the runs already finished")
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="train nothing: summarise the runs already finished",
+    )
     p.add_argument("--out", default=None, help="JSON output; markdown beside it (.md)")
     args = p.parse_args(argv)
 
@@ -465,14 +509,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     for variant in variants:
         for seed in args.seeds:
-            row = run_one(suite, variant, seed, runs_dir, attacks=attacks,
-                          n_eval=args.n_eval or suite.n_eval, extra=args.set, rerun=args.rerun,
-                          cached_only=args.cached_only)
+            row = run_one(
+                suite,
+                variant,
+                seed,
+                runs_dir,
+                attacks=attacks,
+                n_eval=args.n_eval or suite.n_eval,
+                extra=args.set,
+                rerun=args.rerun,
+                cached_only=args.cached_only,
+            )
             if row is None:
                 continue
-            log.info("%s seed %d: adv %d, clean %.1f, robust %.1f, cos_gap %s (%.0f s)",
-                     variant.name, seed, row["adv_epochs"], 100 * row["clean_acc"],
-                     100 * row["robust_acc"], row.get("cos_gap"), row["train_s"] + row["eval_s"])
+            log.info(
+                "%s seed %d: adv %d, clean %.1f, robust %.1f, cos_gap %s (%.0f s)",
+                variant.name,
+                seed,
+                row["adv_epochs"],
+                100 * row["clean_acc"],
+                100 * row["robust_acc"],
+                row.get("cos_gap"),
+                row["train_s"] + row["eval_s"],
+            )
             rows.append(row)
     summary = summarize(rows, [v.name for v in variants])
     label = robust_label(attacks)
@@ -496,8 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runs": [{k: v for k, v in r.items() if k != "key"} for r in rows],
             "warnings": warnings,
             "wall_s": time.perf_counter() - t0,
-            "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                            "machine": platform.machine()},
+            "environment": {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
         }
         out.write_text(json.dumps(record, indent=1, default=float))
         out.with_suffix(".md").write_text(

@@ -24,7 +24,9 @@ class FixedGap(Method):
 
     def forward(self, batch: Batch) -> StepOutput:
         loss = F.cross_entropy(self.model(batch.view()), batch.y)
-        return StepOutput(loss, {"cos_gap": torch.tensor(self.gap), "loss_over_chance": loss.detach()})
+        return StepOutput(
+            loss, {"cos_gap": torch.tensor(self.gap), "loss_over_chance": loss.detach()}
+        )
 
 
 def _run(tmp_path, gap: float):

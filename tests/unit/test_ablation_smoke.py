@@ -50,8 +50,13 @@ def tiny_suite(ab: ModuleType) -> object:
             # classifier.* exists only for pre-training recipes
             ab.Variant("afa", "digits-afa.yaml", ("method.head_dim=8", "classifier.epochs=1")),
         ),
-        common=("model.options={width: 4}", "threat.steps=1", "train.epochs=1",
-                "train.batch_size=256", "train.val_examples=32"),
+        common=(
+            "model.options={width: 4}",
+            "threat.steps=1",
+            "train.epochs=1",
+            "train.batch_size=256",
+            "train.val_examples=32",
+        ),
         attacks=("pgd",),
         n_eval=24,
     )
@@ -62,14 +67,26 @@ def test_ablation_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     suite = tiny_suite(ab)
     monkeypatch.setitem(ab.SUITES, "tiny", lambda data=None: suite)
     out = tmp_path / "res.json"
-    argv = ["--suite", "tiny", "--seeds", "0", "1", "--runs-dir", str(tmp_path / "runs"),
-            "--out", str(out)]
+    argv = [
+        "--suite",
+        "tiny",
+        "--seeds",
+        "0",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--out",
+        str(out),
+    ]
     assert ab.main(argv) == 0
     rec = json.loads(out.read_text())
     assert out.with_suffix(".md").read_text().count("\n| ") == 2 + 1  # header rule + 2 rows
     runs = rec["runs"]
     assert [(r["variant"], r["seed"]) for r in runs] == [
-        ("pgd-at", 0), ("pgd-at", 1), ("afa", 0), ("afa", 1)
+        ("pgd-at", 0),
+        ("pgd-at", 1),
+        ("afa", 0),
+        ("afa", 1),
     ]
     by = {s["variant"]: s for s in rec["summary"]}
     # budget: pgd-at 1 adversarial epoch; afa 1 (pre-training) + 0 (clean linear probe)
@@ -103,7 +120,12 @@ def test_budget_warning_and_mean_std() -> None:
     ab = load()
     assert ab.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
     assert ab.mean_std([5.0]) == (5.0, 0.0)
-    rows = [{"method": "pgd-at", "adv_epochs": 20}, {"method": "afa", "adv_epochs": 15},
-            {"method": "supcon", "adv_epochs": 0}]
-    assert ab.check_budget([], rows) == ["adversarial methods differ in adversarial epochs: [15, 20]"]
+    rows = [
+        {"method": "pgd-at", "adv_epochs": 20},
+        {"method": "afa", "adv_epochs": 15},
+        {"method": "supcon", "adv_epochs": 0},
+    ]
+    assert ab.check_budget([], rows) == [
+        "adversarial methods differ in adversarial epochs: [15, 20]"
+    ]
     assert ab.check_budget([], rows[:1] + rows[2:]) == []

@@ -22,9 +22,7 @@ def test_cifar_threat_model_is_exactly_8_over_255() -> None:
 
 
 def test_quickstart_recipes_share_one_threat_model_and_budget() -> None:
-    cfgs = [
-        load_run_config(resolve_recipe(n)) for n in recipe_names() if n.startswith("digits-")
-    ]
+    cfgs = [load_run_config(resolve_recipe(n)) for n in recipe_names() if n.startswith("digits-")]
     assert len({c.threat for c in cfgs}) == 1
     budgets = {c.method_name: adversarial_epochs(c) for c in cfgs}
     adversarial = {m: b for m, b in budgets.items() if m not in ("standard", "supcon")}

@@ -26,13 +26,15 @@ def analyze_run(
 ) -> dict[str, Any]:
     """Analyse the run's checkpoint under the run's own threat model; write analysis.json.
 
-    ``n_test``: the first test examples (as ``afa eval --n``); ``n_train``: a seeded random
+    ``n_test``: the first test examples (default: the run's ``eval.n_examples``, as
+    ``afa eval``); ``n_train``: a seeded random
     subset of the training set for centroids and neighbours (default all).
     """
     model, cfg, ckpt_path = load_trained(path, which=which)
     dev = resolve_device(device)
     splits = splits or load_splits(cfg.data)
     # The first n_test examples, as `afa eval` takes them, so the two reports agree.
+    n_test = cfg.eval.n_examples if n_test is None else n_test
     n = len(splits.test) if n_test is None else min(n_test, len(splits.test))
     result = analyze(
         model.to(dev),

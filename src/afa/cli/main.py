@@ -79,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("path", help="run directory or checkpoint file")
     a.add_argument("--which", choices=["best", "last"], default="best")
     a.add_argument("--k", type=int, default=10, help="neighbours of the kNN alignment")
-    a.add_argument("--n-test", type=int, default=None, help="test examples analysed (default all)")
+    a.add_argument(
+        "--n-test",
+        type=int,
+        default=None,
+        help="first test examples analysed (default: the run's eval.n_examples)",
+    )
     a.add_argument("--n-train", type=int, default=None, help="training examples for centroids")
     a.add_argument("--device", default="auto")
     a.add_argument("--no-figures", action="store_true")

@@ -68,7 +68,9 @@ def evaluate_run(
             "method": cfg.method_name,
             "checkpoint": str(ckpt_path),
             "which": which,
-            "ema": bool(ema) if ema is not None else cfg.train.ema.use_for_eval and cfg.train.ema.decay > 0,
+            "ema": bool(ema)
+            if ema is not None
+            else cfg.train.ema.use_for_eval and cfg.train.ema.decay > 0,
             "threat_overrides": overrides,
             "adversarial_epochs": adversarial_epochs(cfg),
         },

@@ -82,5 +82,4 @@ def accuracy_metric(logits: Tensor, y: Tensor) -> Tensor:
     return (logits.detach().argmax(1) == y).float().mean()
 
 
-
 __all__ = ["Batch", "Method", "StepOutput", "accuracy_metric"]

@@ -25,7 +25,9 @@ class PGDAT(Method):
     class Config:
         label_smoothing: float = 0.0
 
-    def __init__(self, model: Classifier, threat: ThreatModel, config: Config | None = None) -> None:
+    def __init__(
+        self, model: Classifier, threat: ThreatModel, config: Config | None = None
+    ) -> None:
         super().__init__(model)
         self.threat = threat
         self.config = config or self.Config()
@@ -35,4 +37,6 @@ class PGDAT(Method):
         x_adv = perturb(self.model, x, batch.y, self.threat, cross_entropy)
         logits = self.model(x_adv)
         loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.config.label_smoothing)
-        return StepOutput(loss, {"loss": loss.detach(), "adv_acc": accuracy_metric(logits, batch.y)})
+        return StepOutput(
+            loss, {"loss": loss.detach(), "adv_acc": accuracy_metric(logits, batch.y)}
+        )

@@ -35,7 +35,9 @@ class LinearProbe(Method):
     class Config:
         adversarial: bool = False
 
-    def __init__(self, model: Classifier, threat: ThreatModel, config: Config | None = None) -> None:
+    def __init__(
+        self, model: Classifier, threat: ThreatModel, config: Config | None = None
+    ) -> None:
         super().__init__(model)
         self.threat = threat
         self.config = config or self.Config()

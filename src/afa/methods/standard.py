@@ -23,7 +23,9 @@ class Standard(Method):
     class Config:
         label_smoothing: float = 0.0
 
-    def __init__(self, model: Classifier, threat: ThreatModel, config: Config | None = None) -> None:
+    def __init__(
+        self, model: Classifier, threat: ThreatModel, config: Config | None = None
+    ) -> None:
         super().__init__(model)
         self.config = config or self.Config()
 

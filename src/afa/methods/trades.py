@@ -27,7 +27,9 @@ class TRADES(Method):
     class Config:
         beta: float = 6.0
 
-    def __init__(self, model: Classifier, threat: ThreatModel, config: Config | None = None) -> None:
+    def __init__(
+        self, model: Classifier, threat: ThreatModel, config: Config | None = None
+    ) -> None:
         super().__init__(model)
         self.threat = threat
         self.config = config or self.Config()
