@@ -329,9 +329,7 @@ class AFAPretrain(Method):
     def __init__(
         self, model: Classifier, threat: ThreatModel, config: Config | None = None
     ) -> None:
-        super().__init__(model)
-        self.threat = threat
-        self.config = config or self.Config()
+        super().__init__(model, threat, config)
         c = self.config
         self.projector = projection_head(c.head, model.num_features, c.head_dim)
         self.criterion = AFALoss(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from afa.attacks.threat import ThreatModel
 from afa.models.base import Classifier
 
 
@@ -50,17 +51,26 @@ class StepOutput:
 class Method(nn.Module):
     """Base class: holds the classifier (and any extra trainable modules).
 
-    Subclasses set ``name`` and implement ``forward``. Extra modules (a projection
-    head) are sub-modules, so they are checkpointed with the method.
+    Subclasses set ``name``, declare their options as a nested frozen ``Config``
+    dataclass and implement ``forward``; every method is built as
+    ``Method(model, threat, config)`` with the run's one shared threat model. Extra
+    modules (a projection head) are sub-modules, so they are checkpointed with the method.
     """
 
     name: ClassVar[str] = "method"
     #: True for encoder pre-training methods (afa, supcon): the planner adds a classifier stage.
     pretraining: ClassVar[bool] = False
 
-    def __init__(self, model: Classifier) -> None:
+    def __init__(
+        self, model: Classifier, threat: ThreatModel | None = None, config: Any = None
+    ) -> None:
         super().__init__()
         self.model = model
+        self.threat = threat
+        # A method's options are its nested ``Config`` dataclass (defaults when omitted).
+        if config is None and hasattr(type(self), "Config"):
+            config = type(self).Config()
+        self.config = config
 
     def forward(self, batch: Batch) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from afa.attacks import cross_entropy, perturb
-from afa.attacks.threat import ThreatModel
 from afa.losses.mart import mart_loss
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
-from afa.models.base import Classifier
 
 
 class MART(Method):
@@ -23,13 +21,6 @@ class MART(Method):
     @dataclass(frozen=True)
     class Config:
         beta: float = 6.0
-
-    def __init__(
-        self, model: Classifier, threat: ThreatModel, config: Config | None = None
-    ) -> None:
-        super().__init__(model)
-        self.threat = threat
-        self.config = config or self.Config()
 
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from afa.attacks import cross_entropy, perturb
-from afa.attacks.threat import ThreatModel
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
-from afa.models.base import Classifier
 
 
 class PGDAT(Method):
@@ -24,13 +22,6 @@ class PGDAT(Method):
     @dataclass(frozen=True)
     class Config:
         label_smoothing: float = 0.0
-
-    def __init__(
-        self, model: Classifier, threat: ThreatModel, config: Config | None = None
-    ) -> None:
-        super().__init__(model)
-        self.threat = threat
-        self.config = config or self.Config()
 
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()

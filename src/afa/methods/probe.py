@@ -14,9 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from afa.attacks import cross_entropy, perturb
-from afa.attacks.threat import ThreatModel
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
-from afa.models.base import Classifier
 
 
 class LinearProbe(Method):
@@ -34,13 +32,6 @@ class LinearProbe(Method):
     @dataclass(frozen=True)
     class Config:
         adversarial: bool = False
-
-    def __init__(
-        self, model: Classifier, threat: ThreatModel, config: Config | None = None
-    ) -> None:
-        super().__init__(model)
-        self.threat = threat
-        self.config = config or self.Config()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.head.parameters())

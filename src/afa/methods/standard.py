@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from afa.attacks.threat import ThreatModel
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
-from afa.models.base import Classifier
 
 
 class Standard(Method):
@@ -22,12 +20,6 @@ class Standard(Method):
     @dataclass(frozen=True)
     class Config:
         label_smoothing: float = 0.0
-
-    def __init__(
-        self, model: Classifier, threat: ThreatModel, config: Config | None = None
-    ) -> None:
-        super().__init__(model)
-        self.config = config or self.Config()
 
     def forward(self, batch: Batch) -> StepOutput:
         logits = self.model(batch.view())

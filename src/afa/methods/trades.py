@@ -27,13 +27,6 @@ class TRADES(Method):
     class Config:
         beta: float = 6.0
 
-    def __init__(
-        self, model: Classifier, threat: ThreatModel, config: Config | None = None
-    ) -> None:
-        super().__init__(model)
-        self.threat = threat
-        self.config = config or self.Config()
-
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()
         x_adv = trades_adversary(self.model, x, batch.y, self.threat)
