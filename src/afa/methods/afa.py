@@ -249,7 +249,33 @@ def check_options(**values: object) -> None:
             )
 
 
-class AFAPretrain(Method):
+class ContrastivePretraining(Method):
+    """Encoder pre-training through a projection head ``self.projector`` (afa, supcon).
+
+    ``model.head`` (the linear classifier) is trained only when ``config.lambda_ce > 0``;
+    the planner adds the classifier stage (``pretraining = True``).
+    """
+
+    pretraining = True
+    projector: nn.Module
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Encoder and projection head; ``model.head`` too when ``lambda_ce > 0``."""
+        if self.config.lambda_ce > 0:
+            return super().trainable_parameters()
+        head = {id(p) for p in self.model.head.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in head]
+
+    def embed(self, x: Tensor) -> Tensor:
+        """``h(g(x))``, the features the loss normalises (the attacked forward).
+
+        Shape:
+            x: (B, C, H, W) in [0, 1]; result: (B, head_dim).
+        """
+        return self.projector(self.model.features(x))
+
+
+class AFAPretrain(ContrastivePretraining):
     """AFA pre-training: min over the encoder (and head) of the AFA loss on adversarial views.
 
     ``min_θ E [ L_AFA(z(x_clean views), z(x̃ views), y) ]`` with
@@ -269,7 +295,6 @@ class AFAPretrain(Method):
     """
 
     name = "afa"
-    pretraining = True
 
     @dataclass(frozen=True)
     class Config:
@@ -352,21 +377,6 @@ class AFAPretrain(Method):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         self.current_threat = self.warmup_threat(epoch)
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Encoder and projection head; ``model.head`` too when ``lambda_ce > 0``."""
-        if self.config.lambda_ce > 0:
-            return super().trainable_parameters()
-        head = {id(p) for p in self.model.head.parameters()}
-        return [p for p in self.parameters() if p.requires_grad and id(p) not in head]
-
-    def embed(self, x: Tensor) -> Tensor:
-        """``h(g(x))``, the features the loss normalises (the attacked forward).
-
-        Shape:
-            x: (B, C, H, W) in [0, 1]; result: (B, head_dim).
-        """
-        return self.projector(self.model.features(x))
-
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
         y = batch.y
@@ -413,6 +423,7 @@ class AFAPretrain(Method):
 
 __all__ = [
     "AFAPretrain",
+    "ContrastivePretraining",
     "afa_objective",
     "alignment_metrics",
     "craft_afa_views",

@@ -8,17 +8,22 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
 from afa.attacks.threat import ThreatModel
 from afa.errors import ConfigError
 from afa.losses import AFALoss, Views
-from afa.methods.afa import alignment_metrics, check_options, loss_metrics, projection_head
-from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.methods.afa import (
+    ContrastivePretraining,
+    alignment_metrics,
+    check_options,
+    loss_metrics,
+    projection_head,
+)
+from afa.methods.base import Batch, StepOutput, accuracy_metric
 from afa.models.base import Classifier
 
 
-class SupConPretrain(Method):
+class SupConPretrain(ContrastivePretraining):
     """Minimise SupCon (L_out) over ``views`` clean augmented views of every sample.
 
     Every view is an anchor; positives are the other same-class views, the denominator
@@ -34,7 +39,6 @@ class SupConPretrain(Method):
     """
 
     name = "supcon"
-    pretraining = True
 
     @dataclass(frozen=True)
     class Config:
@@ -72,21 +76,6 @@ class SupConPretrain(Method):
         self.criterion = AFALoss(
             temperature=c.temperature, denominator=c.denominator, anchors="all"
         )
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Encoder and projection head; ``model.head`` too when ``lambda_ce > 0``."""
-        if self.config.lambda_ce > 0:
-            return super().trainable_parameters()
-        head = {id(p) for p in self.model.head.parameters()}
-        return [p for p in self.parameters() if p.requires_grad and id(p) not in head]
-
-    def embed(self, x: Tensor) -> Tensor:
-        """``h(g(x))``.
-
-        Shape:
-            x: (B, C, H, W); result: (B, D).
-        """
-        return self.projector(self.model.features(x))
 
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
