@@ -45,23 +45,28 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv-BN-ReLU-conv; a projection shortcut (no BN) reads the activated input."""
+    """BN-act-conv(stride)-BN-act-conv; a projection shortcut (no BN) reads the activated
+    input when the shape changes, the raw input otherwise (He et al. 2016; also the block
+    of the wide ResNets, with ReLU or SiLU)."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int, activation: type[nn.Module] = nn.ReLU
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(cin)
         self.conv1 = _conv3x3(cin, cout, stride)
         self.bn2 = nn.BatchNorm2d(cout)
         self.conv2 = _conv3x3(cout, cout)
+        self.act = activation()
         self.shortcut: nn.Module | None = None
         if stride != 1 or cin != cout:
             self.shortcut = nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(x))
+        out = self.act(self.bn1(x))
         shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv2(self.act(self.bn2(out)))
         return out + shortcut
 
 

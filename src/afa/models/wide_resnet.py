@@ -20,31 +20,9 @@ from torch import Tensor, nn
 from afa.errors import ConfigError
 from afa.models.base import Classifier, Normalize
 from afa.models.registry import check_positive, register_model
+from afa.models.resnet import PreActBlock
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
-
-
-class WideBlock(nn.Module):
-    """BN-act-conv(stride)-BN-act-conv; a 1x1 projection of the activated input when the
-    shape changes, the raw input otherwise."""
-
-    def __init__(self, cin: int, cout: int, stride: int, activation: str) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, kernel_size=3, padding=1, bias=False)
-        self.act = ACTIVATIONS[activation]()
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(self.act(self.bn2(out)))
-        return out + shortcut
 
 
 class WideResNet(Classifier):
@@ -83,7 +61,9 @@ class WideResNet(Classifier):
         cin = 16
         for i, cout in enumerate(widths):
             for j in range(n):
-                blocks.append(WideBlock(cin, cout, 2 if (i > 0 and j == 0) else 1, activation))
+                blocks.append(
+                    PreActBlock(cin, cout, 2 if (i > 0 and j == 0) else 1, ACTIVATIONS[activation])
+                )
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(cin)
