@@ -13,6 +13,7 @@ LAYERS = {
     "afa": 0,
     "afa.errors": 0,
     "afa._registry": 0,
+    "afa._io": 0,
     "afa.config": 0,
     "afa.recipes": 0,
     "afa.data": 1,

@@ -8,7 +8,7 @@ from afa.attacks.autoattack import autoattack
 from afa.attacks.mode import attack_mode
 from afa.attacks.objectives import OBJECTIVES, Objective, cross_entropy, cw_margin, trades_kl
 from afa.attacks.pgd import fgsm, fgsm_threat, perturb
-from afa.attacks.threat import ThreatModel
+from afa.attacks.threat import ThreatModel, format_radius, pgd_label
 
 __all__ = [
     "OBJECTIVES",
@@ -20,6 +20,8 @@ __all__ = [
     "cw_margin",
     "fgsm",
     "fgsm_threat",
+    "format_radius",
+    "pgd_label",
     "perturb",
     "trades_kl",
 ]

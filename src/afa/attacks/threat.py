@@ -62,6 +62,27 @@ class ThreatModel:
         )
 
 
+def pgd_label(threat: ThreatModel, objective: str = "CE") -> str:
+    """The name of a PGD attack that says exactly what ran: ``PGD-20 (CE, BN eval)``.
+
+    Every robust figure the project shows (validation in metrics.jsonl, eval.json,
+    analysis.json, the report) is labelled with this, so two figures with the same label
+    came from the same attack. Restarts and a missing random start are named when they
+    differ from the defaults (``PGD-20 (CE, 5 restarts, no random start, BN train)``).
+
+    Args:
+        threat: the threat model the attack ran with (its ``steps`` and ``bn_mode``).
+        objective: the objective's short name (``CE``, ``CW margin``, ``TRADES KL``).
+    """
+    parts = [objective]
+    if threat.restarts > 1:
+        parts.append(f"{threat.restarts} restarts")
+    if not threat.random_start:
+        parts.append("no random start")
+    parts.append(f"BN {threat.bn_mode}")
+    return f"PGD-{threat.steps} ({', '.join(parts)})"
+
+
 def format_radius(x: float) -> str:
     """``8/255`` for the usual small multiples of a pixel level, else a plain number (0.2)."""
     k = x * 255
