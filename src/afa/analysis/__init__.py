@@ -2,7 +2,7 @@
 
 The measurements of the AFA paper's claim (Park et al. 2024) that the robustness/accuracy
 tradeoff comes from feature misalignment rather than from the input space, with the
-definitions of METHOD.md, "Measuring alignment". Metrics are pure tensor functions;
+definitions of docs/method.md, "Measuring alignment". Metrics are pure tensor functions;
 :func:`analyze` composes them for a trained model and :func:`write_analysis` writes
 ``analysis.json`` and its figures into the run directory.
 """

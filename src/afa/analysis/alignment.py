@@ -4,7 +4,7 @@ The AFA paper (Park et al. 2024, arXiv 2402.12187) explains the robustness/accur
 tradeoff by *feature misalignment*: a sample, clean or adversarial, whose penultimate
 feature lies closer to another class than to its own is misclassified. These are the
 measurements of that claim, on L2-normalised penultimate features ``z = g(x) / ||g(x)||``
-(METHOD.md, "Measuring alignment"); all functions are pure tensor functions.
+(docs/method.md, "Measuring alignment"); all functions are pure tensor functions.
 
 Definitions:
 

@@ -3,7 +3,7 @@
 :func:`analyze` composes :mod:`~afa.analysis.alignment`, :mod:`~afa.analysis.geometry`,
 :mod:`~afa.analysis.lipschitz` and :mod:`~afa.analysis.separation` on a (seeded) subset of
 the data; :func:`write_analysis` writes ``analysis.json`` atomically and the figures.
-Definitions are those of METHOD.md, "Measuring alignment", detailed in each module.
+Definitions are those of docs/method.md, "Measuring alignment", detailed in each module.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Park et al., "Adversarial Feature Alignment: Balancing Robustness and Accuracy in Deep
 Learning via Adversarial Training", arXiv 2402.12187 (ACM AISec 2024); the method card is
-``METHOD.md``. One step:
+``docs/method.md``. One step:
 
 1. draw ``clean_views`` clean augmented views and ``adv_views`` more augmented views of the
    batch (``Batch.view()``, a fresh augmentation each);
@@ -74,7 +74,7 @@ def afa_objective(
     denominator: Denominator,
     cross_view_positives: bool,
 ) -> Objective:
-    """The AFA inner maximisation as a PGD objective (``METHOD.md``, "The inner maximisation").
+    """The AFA inner maximisation as a PGD objective (``docs/method.md``, "The inner maximisation").
 
     The attacked forward returns the anchors' features; the objective returns each
     adversarial anchor's own term ``l(i)`` against the fixed (detached) contrast set
@@ -279,7 +279,7 @@ class AFAPretrain(ContrastivePretraining):
     """AFA pre-training: min over the encoder (and head) of the AFA loss on adversarial views.
 
     ``min_θ E [ L_AFA(z(x_clean views), z(x̃ views), y) ]`` with
-    ``x̃_i = argmax_{‖δ‖ ≤ ε} l(i; x_i + δ)`` (Park et al. 2024; ``METHOD.md``).
+    ``x̃_i = argmax_{‖δ‖ ≤ ε} l(i; x_i + δ)`` (Park et al. 2024; ``docs/method.md``).
 
     Args:
         model: the classifier whose encoder g (``model.features``) is pre-trained.

@@ -1,5 +1,5 @@
-"""AFA + TRADES, trained end to end (Park et al. 2024, arXiv 2402.12187; ``METHOD.md``,
-"Training pipeline" 3), on top of TRADES (Zhang et al., ICML 2019)."""
+"""AFA + TRADES, trained end to end (Park et al. 2024, arXiv 2402.12187; ``docs/method.md``,
+"The joint AFA and TRADES objective"), on top of TRADES (Zhang et al., ICML 2019)."""
 
 from __future__ import annotations
 
