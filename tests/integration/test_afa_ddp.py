@@ -22,7 +22,8 @@ from torch import nn
 
 from afa.attacks.threat import ThreatModel
 from afa.losses import AFALoss, Views, gather_with_grad
-from afa.methods.afa import AFAPretrain, craft_afa_views
+from afa.methods.afa import AFAPretrain
+from afa.methods.contrastive import craft_afa_views
 from afa.models.base import Classifier, Normalize
 
 pytestmark = pytest.mark.dist
@@ -150,13 +151,13 @@ def _check_attack(rank: int, rank_sizes) -> None:
     clean = [torch.rand(b, 1, 3, 3, generator=g) for b in rank_sizes]
     starts = [torch.rand(b, 1, 3, 3, generator=g) for b in rank_sizes]
     ys = [torch.randint(0, 3, (b,), generator=g) for b in rank_sizes]
-    kw = dict(temperature=0.2, denominator="negatives", cross_view_positives=True)
+    crit = AFALoss(temperature=0.2, denominator="negatives", cross_view_positives=True)
 
-    local = craft_afa_views(method, method.embed, clean[rank], starts[rank], ys[rank], threat, **kw)
+    local = craft_afa_views(method, method.embed, clean[rank], starts[rank], ys[rank], threat, crit)
     # the single process on the concatenated batch, outside any process group's reach
     single = _single_process(
         lambda: craft_afa_views(
-            method, method.embed, torch.cat(clean), torch.cat(starts), torch.cat(ys), threat, **kw
+            method, method.embed, torch.cat(clean), torch.cat(starts), torch.cat(ys), threat, crit
         )
     )
     lo = sum(rank_sizes[:rank])

@@ -9,15 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-import afa.methods.afa as afa_mod
 import afa.methods.afa_trades as afa_trades_mod
+import afa.methods.contrastive as afa_mod
 from afa.attacks.threat import ThreatModel
 from afa.config import from_dict
 from afa.errors import ConfigError
-from afa.losses import Views, afa_loss
-from afa.methods.afa import AFAPretrain, afa_objective, alignment_metrics, craft_afa_views
+from afa.losses import AFALoss, Views, afa_loss
+from afa.methods.afa import AFAPretrain
 from afa.methods.afa_trades import AFATrades
 from afa.methods.base import Batch
+from afa.methods.contrastive import afa_objective, alignment_metrics, craft_afa_views
 from afa.methods.supcon import SupConPretrain
 from afa.models.base import Classifier, Normalize
 
@@ -230,9 +231,7 @@ def _objective_for(method, clean, starts, y, threat):
         views.is_adv,
         y,
         torch.arange(b, 2 * b),
-        temperature=0.1,
-        denominator="negatives",
-        cross_view_positives=True,
+        AFALoss(temperature=0.1, denominator="negatives", cross_view_positives=True),
     )
 
 
@@ -250,9 +249,7 @@ def test_crafted_views_raise_the_afa_loss_over_random_noise_and_stay_in_the_ball
         starts,
         y,
         threat,
-        temperature=0.1,
-        denominator="negatives",
-        cross_view_positives=True,
+        AFALoss(temperature=0.1, denominator="negatives", cross_view_positives=True),
     )
     assert not x_adv.requires_grad
     assert (x_adv - starts).abs().max() <= threat.eps + 1e-6

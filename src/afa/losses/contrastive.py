@@ -79,6 +79,18 @@ def _no_autocast(t: Tensor):
     return nullcontext()
 
 
+def check_options(temperature: float, denominator: str) -> None:
+    """Raise ``ValueError`` for a temperature that is not positive or an unknown denominator.
+
+    The one check of the loss options, shared by :func:`contrastive_terms` and
+    :class:`AFALoss` (method configs call it through their own validation).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if denominator not in ("negatives", "supcon"):
+        raise ValueError(f"denominator: expected 'negatives' or 'supcon', got {denominator!r}")
+
+
 def _masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
     """Row-wise logsumexp over ``mask``; a very negative finite number for an empty row.
 
@@ -121,10 +133,7 @@ def contrastive_terms(
     Shape:
         anchor_*: (A, D) / (A,); ref_*: (R, D) / (R,); self_index: (A,); results: (A,).
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if denominator not in ("negatives", "supcon"):
-        raise ValueError(f"denominator: expected 'negatives' or 'supcon', got {denominator!r}")
+    check_options(temperature, denominator)
     with _no_autocast(anchor_z):
         dtype = torch.float64 if anchor_z.dtype == torch.float64 else torch.float32
         za = F.normalize(anchor_z.to(dtype), dim=1)
@@ -356,10 +365,7 @@ class AFALoss(nn.Module):
         gather: bool = True,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if denominator not in ("negatives", "supcon"):
-            raise ValueError(f"denominator: expected 'negatives' or 'supcon', got {denominator!r}")
+        check_options(temperature, denominator)
         if anchors not in ("adversarial", "all"):
             raise ValueError(f"anchors: expected 'adversarial' or 'all', got {anchors!r}")
         self.temperature = temperature
@@ -374,6 +380,37 @@ class AFALoss(nn.Module):
             f"temperature={self.temperature}, denominator={self.denominator!r}, "
             f"anchors={self.anchors!r}, cross_view_positives={self.cross_view_positives}, "
             f"clean_anchor_weight={self.clean_anchor_weight}"
+        )
+
+    def terms(
+        self,
+        anchor_z: Tensor,
+        anchor_labels: Tensor,
+        anchor_is_adv: Tensor,
+        ref_z: Tensor,
+        ref_labels: Tensor,
+        ref_is_adv: Tensor,
+        self_index: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`contrastive_terms` with this criterion's options (no gathering).
+
+        The AFA attack scores its anchors with the same temperature, denominator and
+        positives as the training loss by calling this.
+
+        Shape:
+            as :func:`contrastive_terms`.
+        """
+        return contrastive_terms(
+            anchor_z,
+            anchor_labels,
+            anchor_is_adv,
+            ref_z,
+            ref_labels,
+            ref_is_adv,
+            self_index,
+            temperature=self.temperature,
+            denominator=self.denominator,
+            cross_view_positives=self.cross_view_positives,
         )
 
     def forward(self, z: Tensor, views: Views) -> AFAOutput:
@@ -420,6 +457,7 @@ __all__ = [
     "ContrastiveOutput",
     "Denominator",
     "afa_loss",
+    "check_options",
     "contrastive_terms",
     "per_row_terms",
     "reduce_anchors",

@@ -4,26 +4,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from torch import Tensor
 
 from afa.attacks import attack_mode, cross_entropy, perturb, trades_kl
-from afa.attacks.threat import ThreatModel
-from afa.losses import AFALoss, Views, trades_terms
-from afa.methods.afa import (
+from afa.losses import Views, trades_terms
+from afa.methods.base import Batch, StepOutput, accuracy_metric, check_non_negative
+from afa.methods.contrastive import (
+    ContrastiveConfig,
+    ContrastiveMethod,
+    HeadKind,
     alignment_metrics,
-    check_options,
     craft_afa_views,
     loss_metrics,
-    projection_head,
 )
-from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
-from afa.models.base import Classifier
 
 
-class AFATrades(Method):
+class AFATrades(ContrastiveMethod):
     """``L = CE(f(x), y) + β · KL(f(x) ‖ f(x̃_T)) + λ · L_AFA(g; x, x̃_A, y)``.
 
     ``x̃_T`` is the TRADES adversary (PGD on the KL from the clean prediction, crafted
@@ -43,61 +41,46 @@ class AFATrades(Method):
     """
 
     name = "afa-trades"
+    collapse_remedies = (
+        "method.afa_weight",
+        "method.temperature",
+        "method.head",
+        "method.attack_loss=ce",
+    )
 
     @dataclass(frozen=True)
-    class Config:
-        """Options of AFA + TRADES.
+    class Config(ContrastiveConfig):
+        """Options of AFA + TRADES (besides those of :class:`ContrastiveConfig`).
 
         Attributes:
+            head: projection head on g for the AFA term; ``"none"`` (default): the
+                method card's ``L_AFA(g; ...)`` aligns the encoder features the classifier
+                reads; ``"mlp"`` / ``"linear"`` as in stage 1.
             beta: TRADES β (6.0, Zhang et al.'s CIFAR-10 value).
             afa_weight: λ, the weight of the AFA term (1.0: our choice, not from the
                 paper: at initialisation the AFA term is near its chance level, a few
                 nats, comparable to CE + β·KL).
-            temperature: tau of the AFA loss.
-            denominator: ``"negatives"`` (AFA) or ``"supcon"``.
             cross_view_positives: clean and adversarial same-class features are positives.
-            head: projection head on g for the AFA term; ``"none"`` (default): the
-                method card's ``L_AFA(g; ...)`` aligns the encoder features the classifier
-                reads; ``"mlp"`` / ``"linear"`` as in stage 1.
-            head_dim: output width of the head.
             shared_adversary: use the TRADES adversary as the AFA anchor (no AFA attack).
             attack_loss: the AFA adversary's objective when not shared: ``"afa"`` or
                 ``"ce"`` (PGD on CE of f).
         """
 
+        head: HeadKind = "none"
         beta: float = 6.0
         afa_weight: float = 1.0
-        temperature: float = 0.1
-        denominator: Literal["negatives", "supcon"] = "negatives"
         cross_view_positives: bool = True
-        head: Literal["mlp", "linear", "none"] = "none"
-        head_dim: int = 128
         shared_adversary: bool = False
         attack_loss: Literal["afa", "ce"] = "afa"
 
         def __post_init__(self) -> None:
-            check_options(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+            super().__post_init__()
+            check_non_negative(self, "beta", "afa_weight")
 
-    def __init__(
-        self, model: Classifier, threat: ThreatModel, config: Config | None = None
-    ) -> None:
-        super().__init__(model, threat, config)
-        c = self.config
-        self.projector = projection_head(c.head, model.num_features, c.head_dim)
-        self.criterion = AFALoss(
-            temperature=c.temperature,
-            denominator=c.denominator,
-            anchors="adversarial",
-            cross_view_positives=c.cross_view_positives,
-        )
+    config: Config
 
-    def embed(self, x: Tensor) -> Tensor:
-        """``h(g(x))`` (the AFA attack's forward).
-
-        Shape:
-            x: (B, C, H, W); result: (B, D).
-        """
-        return self.projector(self.model.features(x))
+    def criterion_options(self) -> dict[str, Any]:
+        return {"anchors": "adversarial", "cross_view_positives": self.config.cross_view_positives}
 
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
@@ -109,17 +92,7 @@ class AFATrades(Method):
         if c.shared_adversary:
             x_a = x_t
         elif c.attack_loss == "afa":
-            x_a = craft_afa_views(
-                self,
-                self.embed,
-                x,
-                x,
-                y,
-                threat,
-                temperature=c.temperature,
-                denominator=c.denominator,
-                cross_view_positives=c.cross_view_positives,
-            )
+            x_a = craft_afa_views(self, self.embed, x, x, y, threat, self.criterion)
         else:
             x_a = perturb(self.model, x, y, threat, cross_entropy)
 

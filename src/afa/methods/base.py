@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from torch import Tensor, nn
 
 from afa.attacks.threat import ThreatModel
+from afa.errors import ConfigError
 from afa.models.base import Classifier
 
 
@@ -92,4 +93,33 @@ def accuracy_metric(logits: Tensor, y: Tensor) -> Tensor:
     return (logits.detach().argmax(1) == y).float().mean()
 
 
-__all__ = ["Batch", "Method", "StepOutput", "accuracy_metric"]
+def check_choices(config: Any, prefix: str = "method") -> None:
+    """Raise a :class:`ConfigError` naming the first ``Literal`` field holding another value.
+
+    ``afa.config.from_dict`` checks choices when a config is parsed; this covers a method
+    config built directly in Python, for every ``Literal`` field at once.
+    """
+    for name, tp in get_type_hints(type(config)).items():
+        if get_origin(tp) is Literal:
+            value = getattr(config, name)
+            if value not in get_args(tp):
+                allowed = " or ".join(repr(a) for a in get_args(tp))
+                raise ConfigError(f"{prefix}.{name}: expected {allowed}, got {value!r}")
+
+
+def check_non_negative(config: Any, *names: str, prefix: str = "method") -> None:
+    """Raise a :class:`ConfigError` naming the first of ``names`` that is below 0 (or NaN)."""
+    for name in names:
+        value = getattr(config, name)
+        if not float(value) >= 0:
+            raise ConfigError(f"{prefix}.{name}: expected >= 0, got {value!r}")
+
+
+__all__ = [
+    "Batch",
+    "Method",
+    "StepOutput",
+    "accuracy_metric",
+    "check_choices",
+    "check_non_negative",
+]

@@ -4,23 +4,20 @@ Contrastive Learning", NeurIPS 2020): the non-adversarial ablation of AFA."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from afa.attacks.threat import ThreatModel
 from afa.errors import ConfigError
-from afa.losses import AFALoss, Views
-from afa.methods.afa import (
+from afa.losses import Views
+from afa.losses.contrastive import Denominator
+from afa.methods.base import Batch, StepOutput
+from afa.methods.contrastive import (
     ContrastivePretraining,
+    PretrainConfig,
     alignment_metrics,
-    check_options,
     loss_metrics,
-    projection_head,
 )
-from afa.methods.base import Batch, StepOutput, accuracy_metric
-from afa.models.base import Classifier
 
 
 class SupConPretrain(ContrastivePretraining):
@@ -39,43 +36,29 @@ class SupConPretrain(ContrastivePretraining):
     """
 
     name = "supcon"
+    collapse_remedies = ("method.temperature", "method.views", "method.lambda_ce")
 
     @dataclass(frozen=True)
-    class Config:
-        """Options of SupCon pre-training.
+    class Config(PretrainConfig):
+        """Options of SupCon pre-training (besides those of :class:`PretrainConfig`).
 
         Attributes:
-            temperature: tau (0.1, Khosla et al.).
             denominator: ``"supcon"`` (default) or ``"negatives"``.
             views: clean augmented views per sample (2, as Khosla et al.).
-            head: projection head ``"mlp"`` (default), ``"linear"`` or ``"none"``.
-            head_dim: output width of the head (128).
-            lambda_ce: weight of a CE term of ``model.head`` on the encoder features (0 = off).
-            ce_detach: that CE term trains only the head (default True).
         """
 
-        temperature: float = 0.1
-        denominator: Literal["negatives", "supcon"] = "supcon"
+        denominator: Denominator = "supcon"
         views: int = 2
-        head: Literal["mlp", "linear", "none"] = "mlp"
-        head_dim: int = 128
-        lambda_ce: float = 0.0
-        ce_detach: bool = True
 
         def __post_init__(self) -> None:
-            check_options(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+            super().__post_init__()
             if self.views < 1:
                 raise ConfigError(f"method.views: expected >= 1, got {self.views!r}")
 
-    def __init__(
-        self, model: Classifier, threat: ThreatModel, config: Config | None = None
-    ) -> None:
-        super().__init__(model, threat, config)
-        c = self.config
-        self.projector = projection_head(c.head, model.num_features, c.head_dim)
-        self.criterion = AFALoss(
-            temperature=c.temperature, denominator=c.denominator, anchors="all"
-        )
+    config: Config
+
+    def criterion_options(self) -> dict[str, Any]:
+        return {"anchors": "all"}
 
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
@@ -86,11 +69,9 @@ class SupConPretrain(ContrastivePretraining):
         loss = out.loss
         metrics = {**loss_metrics(out), **alignment_metrics(z, feats, views.labels)}
         if c.lambda_ce > 0:
-            logits = self.model.head(feats.detach() if c.ce_detach else feats)
-            ce = F.cross_entropy(logits.float(), views.labels)
-            loss = loss + c.lambda_ce * ce
-            metrics["ce"] = ce.detach()
-            metrics["acc"] = accuracy_metric(logits, views.labels)
+            ce_term, ce_metrics = self.probe_ce(feats, views.labels, len(views))
+            loss = loss + ce_term
+            metrics.update(ce_metrics)
         metrics["loss"] = loss.detach()
         return StepOutput(loss, metrics)
 
