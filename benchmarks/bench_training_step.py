@@ -26,8 +26,17 @@ Figures:
   the input only) and one training step; if attack steps cost as much as training steps
   the ratio is 1. The goal is < 0.9: attack steps build no weight gradients.
 
+Against the reference implementations (``--methods reference``): ``ref-pgd-at`` and
+``ref-trades`` are the same steps written the way robust_overfitting and the official
+TRADES code compute them (``benchmarks/reference_steps.py`` says exactly how), and
+``pgd-afa`` / ``pgd-torchattacks`` time the attack alone: ``afa.attacks.perturb`` and
+torchattacks' ``PGD`` on the same model and batch (skipped, with a message, when
+torchattacks is not importable). For each pair present the JSON's ``comparisons`` gives
+t(afa) / t(reference), the median of the per-round ratios of the interleaved run.
+
 Run:
     python benchmarks/bench_training_step.py --model cnn --data digits --batch-size 128
+    python benchmarks/bench_training_step.py --threads 1 --methods reference
     python benchmarks/bench_training_step.py --model resnet18 --width 16 --data cifar \\
         --batch-size 64 --steps 3 --out results/step.json
     python benchmarks/bench_training_step.py --device cuda --model wrn-28-10 --data cifar \\
@@ -60,7 +69,9 @@ from _common import (  # noqa: E402
     warn_if_busy,
     write_json,
 )
+from reference_steps import pgd_at_step_reference, trades_step_reference  # noqa: E402
 
+from afa.attacks import cross_entropy, perturb  # noqa: E402
 from afa.attacks.threat import ThreatModel  # noqa: E402
 from afa.errors import UserError  # noqa: E402
 from afa.methods.base import Batch, Method  # noqa: E402
@@ -82,6 +93,15 @@ METHODS: dict[str, tuple[str, str]] = {
     "supcon": ("afa.methods.supcon", "SupConPretrain"),
 }
 DEFAULT_METHODS = ("standard", "pgd-at", "trades", "mart", "afa", "afa-trades")
+#: steps written the way the reference repositories write them (benchmarks/reference_steps.py)
+REFERENCE_STEPS = ("ref-pgd-at", "ref-trades")
+#: the attack alone, no training step: afa's PGD and torchattacks' PGD
+ATTACK_ONLY = ("pgd-afa", "pgd-torchattacks")
+#: afa's entry -> the entry it is compared with in ``comparisons``
+COMPARISONS = {"pgd-at": "ref-pgd-at", "trades": "ref-trades", "pgd-afa": "pgd-torchattacks"}
+#: ``--methods reference``
+REFERENCE_PRESET = ("standard", "pgd-at", "ref-pgd-at", "trades", "ref-trades", *ATTACK_ONLY)
+ENTRIES = (*METHODS, *REFERENCE_STEPS, *ATTACK_ONLY)
 
 #: data kind -> (channels, size, mean, std); 10 classes.
 DATA: dict[str, tuple[int, int, tuple[float, ...], tuple[float, ...]]] = {
@@ -99,10 +119,14 @@ def method_class(name: str) -> type[Method]:
 
 
 def parse_methods(text: str) -> list[str]:
+    if text.strip() == "reference":
+        return list(REFERENCE_PRESET)
     names = [m.strip() for m in text.split(",") if m.strip()]
     for m in names:
-        if m not in METHODS:
-            raise argparse.ArgumentTypeError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+        if m not in ENTRIES:
+            raise argparse.ArgumentTypeError(
+                f"unknown method {m!r}; known: {', '.join(ENTRIES)}, or 'reference'"
+            )
     if len(set(names)) != len(names) or not names:
         raise argparse.ArgumentTypeError(f"methods must be distinct and non-empty, got {text!r}")
     return names
@@ -115,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         type=parse_methods,
         default=list(DEFAULT_METHODS),
-        help=f"comma-separated, from {', '.join(METHODS)} (default: %(default)s)",
+        help=f"comma-separated, from {', '.join(ENTRIES)}; or 'reference' for "
+        f"{','.join(REFERENCE_PRESET)} (default: %(default)s)",
     )
     p.add_argument(
         "--model", default="cnn", help="a registered model: cnn, resnet18, wrn-28-10, ..."
@@ -153,10 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def torchattacks_missing() -> str | None:
+    """Why torchattacks cannot be used here, or ``None`` when it imports."""
+    try:
+        import torchattacks  # noqa: F401
+    except Exception as exc:  # ImportError, or torchvision missing inside its imports
+        return (
+            f"torchattacks is not importable here ({type(exc).__name__}: {exc}); its PGD "
+            "needs no torchvision: pip install --no-deps torchattacks (not an afa dependency)"
+        )
+    return None
+
+
 def build_step(
     name: str, args: argparse.Namespace, device: torch.device, batch: Batch
-) -> tuple[Callable[[], torch.Tensor], Method, torch.optim.Optimizer]:
-    """A fresh model and method, and a closure running one full training step."""
+) -> tuple[Callable[[], torch.Tensor], torch.nn.Module, torch.optim.Optimizer | None]:
+    """A fresh model (and method), and a closure running one step of entry ``name``.
+
+    ``afa``'s methods and the reference-style steps run a full training step; the
+    attack-only entries run PGD on the same model (in train mode, as during training;
+    both attacks switch to eval and back) and build no optimizer.
+    """
     channels, size, mean, std = DATA[args.data]
     options: dict[str, Any] = {}
     if args.width is not None:
@@ -174,6 +216,8 @@ def build_step(
         **options,
     )
     threat = ThreatModel(steps=args.attack_steps)
+    if name in REFERENCE_STEPS or name in ATTACK_ONLY:
+        return build_other_step(name, model, threat, args, device, batch)
     method = method_class(name)(model, threat, None).to(device)
     if args.channels_last:
         method.to(memory_format=torch.channels_last)
@@ -195,10 +239,98 @@ def build_step(
     return step, method, optimizer
 
 
-def state_bytes(method: Method, optimizer: torch.optim.Optimizer) -> int:
+def build_other_step(
+    name: str,
+    model: torch.nn.Module,
+    threat: ThreatModel,
+    args: argparse.Namespace,
+    device: torch.device,
+    batch: Batch,
+) -> tuple[Callable[[], torch.Tensor], torch.nn.Module, torch.optim.Optimizer | None]:
+    """The reference-style training steps and the attack-only entries (see the docstring)."""
+    model = model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    runner = torch.compile(model) if args.compile else model
+
+    def autocast() -> Any:
+        return autocast_context(device, args.precision)
+
+    if name == "pgd-afa":
+
+        def attack() -> torch.Tensor:
+            with autocast():
+                return perturb(runner, batch.x, batch.y, threat, cross_entropy)
+
+        return attack, model, None
+    if name == "pgd-torchattacks":
+        import torchattacks
+
+        atk = torchattacks.PGD(
+            runner,
+            eps=threat.eps,
+            alpha=threat.step_size,
+            steps=threat.steps,
+            random_start=threat.random_start,
+        )
+
+        def attack_ta() -> torch.Tensor:
+            with autocast():
+                return atk(batch.x, batch.y)
+
+        return attack_ta, model, None
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scaler = make_grad_scaler(device, args.precision)
+    reference = pgd_at_step_reference if name == "ref-pgd-at" else trades_step_reference
+
+    def step() -> torch.Tensor:
+        return reference(
+            model,
+            optimizer,
+            batch.x,
+            batch.y,
+            threat,
+            forward=runner,
+            autocast=autocast,
+            scaler=scaler,
+        )
+
+    return step, model, optimizer
+
+
+def comparisons(
+    samples: dict[str, list[float]], step_s: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """t(afa entry) / t(reference entry) for every pair of ``COMPARISONS`` that ran.
+
+    ``ratio`` is the median of the per-round ratios (each round times both in the same
+    stretch of load); ``speedup`` = 1 / ratio.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for ours, ref in COMPARISONS.items():
+        if ours not in samples or ref not in samples:
+            continue
+        per_round = [a / b for a, b in zip(samples[ours], samples[ref], strict=True)]
+        ratio = median(per_round)
+        out[f"{ours} / {ref}"] = {
+            "afa": ours,
+            "reference": ref,
+            "ratio": ratio,
+            "speedup": 1 / ratio,
+            "ratio_per_round": per_round,
+            "ratio_of_medians": step_s[ours] / step_s[ref],
+        }
+    return out
+
+
+def state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
     """Bytes of parameters, buffers and optimizer state (live before every step)."""
-    total = sum(t.numel() * t.element_size() for t in method.parameters())
-    total += sum(t.numel() * t.element_size() for t in method.buffers())
+    total = sum(t.numel() * t.element_size() for t in module.parameters())
+    total += sum(t.numel() * t.element_size() for t in module.buffers())
+    if optimizer is None:
+        return total
     for st in optimizer.state.values():
         total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
     return total
@@ -216,7 +348,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except UserError as err:
         raise SystemExit(f"--precision {args.precision}: {err}") from None
     warn_if_busy(device)
-    methods: list[str] = args.methods
+    methods: list[str] = list(args.methods)
+    skipped: dict[str, str] = {}
+    if "pgd-torchattacks" in methods:
+        reason = torchattacks_missing()
+        if reason is not None:
+            skipped["pgd-torchattacks"] = reason
+            methods.remove("pgd-torchattacks")
+            print(f"skipped pgd-torchattacks: {reason}")
+    if not methods:
+        raise SystemExit("nothing left to run")
     channels, size, _, _ = DATA[args.data]
 
     gen = torch.Generator().manual_seed(args.seed)
@@ -238,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
     steps: dict[str, Callable[[], torch.Tensor]] = {}
-    extras: dict[str, tuple[Method, torch.optim.Optimizer]] = {}
+    extras: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer | None]] = {}
     reps: dict[str, int] = {}
     for name in methods:
         step, method, optimizer = build_step(name, args, device, batch)
@@ -259,8 +400,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name in methods:
             memory[name], memory_source = peak_memory(steps[name], device)
     final_loss: dict[str, float | None] = {}
+    linf_distance: dict[str, float] = {}
     for m in methods:
-        value = float(steps[m]())
+        out = steps[m]()
+        if m in ATTACK_ONLY:  # the adversarial batch: record how far it moved, not a loss
+            linf_distance[m] = float((out.float() - x.float()).abs().amax())
+            final_loss[m] = None
+            continue
+        value = float(out)
         final_loss[m] = value if math.isfinite(value) else None  # JSON has no NaN
         if final_loss[m] is None:
             print(f"warning: {m}: the loss is not finite ({value})")
@@ -284,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in method.parameters()),
             "final_loss": final_loss[m],
         }
+        if m in linf_distance:
+            results[m]["linf_distance"] = linf_distance[m]
 
     attack_cost: dict[str, Any] | None = None
     if t_std and t_pgd:
@@ -304,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "attack_step_vs_train_step": ((k + 1) * ratio - 1) / k if k else None,
         }
 
+    compared = comparisons(samples, step_s)
     headers = [
         "method",
         "step (ms)",
@@ -345,6 +495,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"\n{bar}\n{line}\n{bar}")
     else:
         print("\nattack cost: needs both 'standard' and 'pgd-at' in --methods")
+    if compared:
+        print()
+        print(
+            markdown_table(
+                ["afa / reference", "ratio (median of rounds)", "reference is x slower"],
+                [[k, c["ratio"], c["speedup"]] for k, c in compared.items()],
+            )
+        )
 
     payload = {
         "benchmark": "training_step",
@@ -371,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "memory_source": memory_source,
         "methods": results,
         "attack_cost": attack_cost,
+        "comparisons": compared,
+        "skipped": skipped,
     }
     write_json(args.out, payload)
     return payload

@@ -126,3 +126,148 @@ def test_afa_loss_smoke(tmp_path: Path) -> None:
     assert results[1]["time_vs_previous"] == pytest.approx(
         results[1]["time_s"] / results[0]["time_s"]
     )
+
+
+def _cnn_and_batch(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    from afa.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("cnn", 10, in_channels=1, image_size=8, mean=(0.5,), std=(0.25,), width=4)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand(16, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (16,), generator=g)
+    return model, x, y
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+@pytest.mark.parametrize("name", ["pgd-at", "trades"])
+def test_reference_steps_train_the_same_model_as_afa(name: str, bn_mode: str) -> None:
+    """A reference-style step and afa's method, from the same weights, seed and batch, end at
+    the same weights: the benchmark compares two ways of computing one step, not two steps.
+
+    It would fail if the reference's attack-step weight gradients leaked into the update
+    (no zero_grad), if its attack took a different path (sign, projection, start, BN mode),
+    or if its outer loss differed from afa's (TRADES' KL direction, beta, the batch mean).
+    """
+    load("bench_training_step")  # puts benchmarks/ on sys.path
+    import reference_steps
+
+    from afa.attacks.threat import ThreatModel
+    from afa.methods.base import Batch
+    from afa.methods.pgd_at import PGDAT
+    from afa.methods.trades import TRADES
+
+    threat = ThreatModel(eps=0.1, step_size=0.03, steps=3, bn_mode=bn_mode)  # type: ignore[arg-type]
+    finals = []
+    for variant in ("afa", "reference"):
+        model, x, y = _cnn_and_batch()
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+        torch.manual_seed(123)  # the random start: both draw U[-eps, eps] from the global RNG
+        if variant == "afa":
+            method = (PGDAT if name == "pgd-at" else TRADES)(model, threat, None)
+            loss = method(Batch(x, y)).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        else:
+            fn = (
+                reference_steps.pgd_at_step_reference
+                if name == "pgd-at"
+                else reference_steps.trades_step_reference
+            )
+            loss = fn(model, opt, x, y, threat)
+        finals.append((float(loss.detach()), [p.detach().clone() for p in model.parameters()]))
+        assert model.training  # both leave the model in train mode
+    (loss_a, params_a), (loss_r, params_r) = finals
+    assert loss_r == pytest.approx(loss_a, rel=1e-4)
+    moved = 0.0
+    for pa, pr in zip(params_a, params_r, strict=True):
+        torch.testing.assert_close(pr, pa, rtol=1e-4, atol=1e-5)
+        moved = max(moved, float((pa - pr).abs().max()))
+    # and the step did move the weights (lr 0.5): equal because both trained, not because neither did
+    model, _, _ = _cnn_and_batch()
+    assert max(float((p0 - p).abs().max()) for p0, p in zip(model.parameters(), params_a)) > 1e-3
+
+
+def test_reference_pgd_at_step_computes_weight_gradients_in_the_attack() -> None:
+    """What the comparison is about: the reference-style attack fills the weights' .grad
+    (robust_overfitting's ``loss.backward()``); afa's ``perturb`` leaves it untouched."""
+    load("bench_training_step")
+    import reference_steps
+
+    from afa.attacks import cross_entropy, perturb
+    from afa.attacks.threat import ThreatModel
+
+    threat = ThreatModel(eps=0.1, step_size=0.03, steps=2)
+    model, x, y = _cnn_and_batch()
+    perturb(model, x, y, threat, cross_entropy)
+    assert all(p.grad is None for p in model.parameters())
+
+    seen: list[bool] = []
+
+    class Spy(torch.optim.SGD):
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            seen.append(any(p.grad is not None for g in self.param_groups for p in g["params"]))
+            super().zero_grad(set_to_none)
+
+    opt = Spy(model.parameters(), lr=0.0)
+    reference_steps.pgd_at_step_reference(model, opt, x, y, threat)
+    assert seen[0]  # the first zero_grad (before the training backward) found attack gradients
+
+
+def test_training_step_reference_preset(tmp_path: Path) -> None:
+    bench = load("bench_training_step")
+    argv = (
+        "--device cpu --model cnn --width 4 --methods reference --batch-size 8 "
+        "--attack-steps 2 --warmup 0 --steps 3 --min-sample-time 0 --no-memory"
+    )
+    payload = bench.main(argv.split())
+    methods = payload["methods"]
+    try:
+        import torchattacks  # noqa: F401
+
+        has_ta = True
+    except Exception:
+        has_ta = False
+    expected = ["standard", "pgd-at", "ref-pgd-at", "trades", "ref-trades", "pgd-afa"]
+    assert list(methods) == expected + (["pgd-torchattacks"] if has_ta else [])
+    if not has_ta:
+        assert "torchattacks" in payload["skipped"]["pgd-torchattacks"]
+    comps = payload["comparisons"]
+    assert set(comps) == {"pgd-at / ref-pgd-at", "trades / ref-trades"} | (
+        {"pgd-afa / pgd-torchattacks"} if has_ta else set()
+    )
+    for c in comps.values():
+        a, r = methods[c["afa"]]["samples_s"], methods[c["reference"]]["samples_s"]
+        per_round = [ai / ri for ai, ri in zip(a, r, strict=True)]
+        assert c["ratio_per_round"] == pytest.approx(per_round)
+        assert c["ratio"] == pytest.approx(sorted(per_round)[1])  # median of three
+        assert c["speedup"] == pytest.approx(1 / c["ratio"])
+        assert c["ratio_of_medians"] == pytest.approx(
+            methods[c["afa"]]["step_s"] / methods[c["reference"]]["step_s"]
+        )
+    eps = 8 / 255
+    for name in ("pgd-afa", "pgd-torchattacks"):
+        if name in methods:
+            assert methods[name]["final_loss"] is None
+            assert eps * 0.5 < methods[name]["linf_distance"] <= eps + 1e-6
+    for name in ("ref-pgd-at", "ref-trades"):
+        assert math.isfinite(methods[name]["final_loss"])
+
+
+def test_afa_pgd_equals_torchattacks_pgd_without_random_start() -> None:
+    """The two PGDs the benchmark times craft the same points (no random start, BN eval)."""
+    ta = pytest.importorskip("torchattacks", reason="torchattacks is not installed (optional)")
+    from afa.attacks import cross_entropy, perturb
+    from afa.attacks.threat import ThreatModel
+
+    model, x, y = _cnn_and_batch()
+    model.train()
+    threat = ThreatModel(eps=0.1, step_size=0.03, steps=4, random_start=False)
+    ours = perturb(model, x, y, threat, cross_entropy)
+    theirs = ta.PGD(model, eps=0.1, alpha=0.03, steps=4, random_start=False)(x, y)
+    assert model.training
+    assert (ours - x).abs().max() > 0.05
+    close = (ours - theirs).abs() < 1e-6
+    assert close.float().mean() > 0.99  # a gradient sign may flip where it is ~0
