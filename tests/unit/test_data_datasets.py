@@ -61,7 +61,7 @@ def test_holdout_count():
 def test_registry_names_and_unknown_dataset():
     assert {"digits", "cifar10", "cifar100", "npz"} <= set(DATASETS.names())
     with pytest.raises(ConfigError, match="did you mean 'cifar10'"):
-        load_splits(DataConfig(name="cifar11"))
+        load_splits(DataConfig(name="cifra10"))
 
 
 def test_unknown_augment_is_a_config_error():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -12,8 +13,10 @@ class DataConfig:
     """Which dataset, where it lives, how it is split and augmented.
 
     Attributes:
-        name: registered dataset (``digits``, ``cifar10``, ``cifar100``, ``npz``).
-        root: directory holding downloaded/extracted files (cifar) .
+        name: registered dataset (``digits``, ``cifar10``, ``cifar100``, ``npz``,
+            ``imagefolder``, ``tiny-imagenet``, ``cifar10.1``, ``cifar10-c``, ``cifar100-c``).
+        root: directory holding downloaded/extracted files (cifar, tiny-imagenet, cifar10.1,
+            cifar10-c), or the ``imagefolder`` root (a folder, ``.tar(.gz)`` or ``.zip``).
         path: the ``.npz`` file for ``name: npz``.
         image_key / label_key / test_image_key / test_label_key: npz key names.
         num_classes: for ``npz`` (default: max label + 1).
@@ -27,6 +30,17 @@ class DataConfig:
         generated: ``.npz`` files of generated images (``image`` uint8 NHWC, ``label``)
             mixed into every training batch.
         generated_fraction: share of each training batch drawn from ``generated``.
+        image_size: ``imagefolder``: the height and width of every image (null: the first
+            image's size, which every other image must then have).
+        resize: ``imagefolder``: resize images of another size to ``image_size`` (bilinear)
+            instead of refusing them.
+        color: ``imagefolder``: ``rgb`` or ``grayscale`` (images are converted to it).
+        test_size: ``imagefolder`` without a ``test/`` or ``val/`` folder: the stratified test
+            split carved out of ``train/`` with a fixed seed (a fraction or a count; null: 0.1).
+        cache_dir: where decoded image caches go (null: beside the data).
+        corruption / severity: ``cifar10-c`` / ``cifar100-c``: which corruption, and severity
+            1..5 (null: all five).
+        version: ``cifar10.1``: ``v6`` (2,000 images) or ``v4`` (2,021).
     """
 
     name: str = "digits"
@@ -44,6 +58,14 @@ class DataConfig:
     download: bool = True
     generated: list[str] = field(default_factory=list)
     generated_fraction: float = 0.7
+    image_size: int | None = None
+    resize: bool = False
+    color: Literal["rgb", "grayscale"] = "rgb"
+    test_size: int | float | None = None
+    cache_dir: str | None = None
+    corruption: str | None = None
+    severity: int | None = None
+    version: str = "v6"
 
 
 @dataclass

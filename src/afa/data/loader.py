@@ -21,6 +21,7 @@ from torch import Tensor
 from afa.data.arrays import file_mapping
 from afa.data.base import DataConfig, ImageSet, Splits
 from afa.data.generated import load_generated
+from afa.errors import DataError
 
 Batch = tuple[Tensor, Tensor]
 
@@ -251,7 +252,15 @@ def build_train_loader(
     A MixedLoader over ``cfg.generated`` (checked against ``splits.info``) with
     ``cfg.generated_fraction`` of each batch generated when ``cfg.generated`` lists files;
     otherwise a BatchLoader over ``splits.train``. ``batch_size`` is per rank.
+
+    Raises:
+        DataError: the training set is empty (a test-only dataset such as ``cifar10.1``).
     """
+    if len(splits.train) == 0:
+        raise DataError(
+            f"data.name={cfg.name}: a test-only dataset (no training images); train on the "
+            "dataset it shifts (e.g. cifar10) and evaluate on this one"
+        )
     if cfg.generated:
         return MixedLoader(
             splits.train,

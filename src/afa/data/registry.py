@@ -18,7 +18,7 @@ DatasetFactory = Callable[[DataConfig], tuple[ImageSet, ImageSet, DatasetInfo]]
 
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
-AUGMENTS = ("none", "crop-flip")
+AUGMENTS = ("none", "crop-flip", "contrastive")
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -40,7 +40,8 @@ def load_splits(cfg: DataConfig) -> Splits:
     train, test, info = factory(cfg)
     if cfg.augment != "auto":
         info = dataclasses.replace(info, augment=cfg.augment)
-    count = holdout_count(cfg.val_size, len(train), "val_size")
+    # A test-only dataset (cifar10.1, cifar10-c) has no training set to hold a split out of.
+    count = holdout_count(cfg.val_size, len(train), "val_size") if len(train) else 0
     if count == 0:
         # No copy: a memory-mapped training set stays memory-mapped.
         val = ImageSet(
