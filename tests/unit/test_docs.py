@@ -148,6 +148,31 @@ def test_citations_name_existing_sections() -> None:
     assert not bad, "\n".join(bad)
 
 
+def _source_words() -> tuple[set[str], str]:
+    text = "\n".join(
+        p.read_text() for p in (ROOT / "src").rglob("*") if p.suffix in (".py", ".yaml")
+    )
+    return set(re.findall(r"\w+", text)), text
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_backticked_names_exist_in_the_code(page: Path) -> None:
+    """Every backticked name (``AFALoss``, ``Classifier.features``, ``linear-adv``) occurs in src.
+
+    A renamed function, class, option or value then fails here instead of leaving the page
+    pointing at nothing.
+    """
+    words, text = _source_words()
+    names = set(re.findall(r"`([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)`", page.read_text()))
+    assert len(names) > 20
+    missing = sorted(
+        name
+        for name in names
+        if not all((part in text) if "-" in part else (part in words) for part in name.split("."))
+    )
+    assert not missing, f"{page.name} names what src/ never mentions: {missing}"
+
+
 def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
