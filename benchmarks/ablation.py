@@ -59,8 +59,8 @@ if str(SRC) not in sys.path:
 from afa.config import to_dict  # noqa: E402
 from afa.data import load_splits  # noqa: E402
 from afa.evaluation.robust import evaluate  # noqa: E402
+from afa.methods import METHODS  # noqa: E402
 from afa.training.plan import (  # noqa: E402
-    CLEAN_METHODS,
     RunConfig,
     adversarial_epochs,
     load_run_config,
@@ -463,7 +463,7 @@ def robust_label(attacks: Sequence[str], pgd_steps: int = 20) -> str:
 
 def check_budget(summary: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[str]:
     """Warnings when adversarial methods of a suite differ in adversarial epochs."""
-    budgets = {r["adv_epochs"] for r in rows if r["method"] not in CLEAN_METHODS}
+    budgets = {r["adv_epochs"] for r in rows if not METHODS.get(r["method"]).clean_training}
     if len(budgets) > 1:
         return [f"adversarial methods differ in adversarial epochs: {sorted(budgets)}"]
     return []

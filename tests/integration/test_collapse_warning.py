@@ -17,6 +17,7 @@ class FixedGap(Method):
     """CE with a reported class gap ``gap`` (what AFA's cos_gap metric reports)."""
 
     name = "fixed-gap"
+    collapse_remedies = ("method.eps_warmup_epochs",)  # the advice comes from the method
 
     def __init__(self, model, gap: float) -> None:
         super().__init__(model)

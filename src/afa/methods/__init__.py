@@ -1,27 +1,23 @@
-"""Training methods: each computes a loss from a batch; ``afa.training`` runs them all."""
+"""L4 training methods: each computes a loss from a batch; ``afa.training`` runs them all.
+
+Importing this package registers every method (``@register_method`` at each class):
+``standard``, ``pgd-at``, ``trades``, ``mart``, ``afa``, ``afa-trades``, ``supcon``. A new
+method is one file here, imported below. ``LinearProbe`` is a stage-2 method of the
+pre-training ones and is not registered.
+"""
 
 from __future__ import annotations
 
-from afa._registry import Registry
 from afa.methods.afa import AFAPretrain
 from afa.methods.afa_trades import AFATrades
 from afa.methods.base import Batch, Method, StepOutput
 from afa.methods.mart import MART
 from afa.methods.pgd_at import PGDAT
 from afa.methods.probe import LinearProbe
+from afa.methods.registry import METHODS, method_config_class, register_method
 from afa.methods.standard import Standard
 from afa.methods.supcon import SupConPretrain
 from afa.methods.trades import TRADES
-
-METHODS: Registry[type[Method]] = Registry("method")
-for _cls in (Standard, PGDAT, TRADES, MART, AFAPretrain, AFATrades, SupConPretrain):
-    METHODS.register(_cls.name)(_cls)
-
-
-def method_config_class(cls: type[Method]) -> type:
-    """The method's options dataclass (``cls.Config``)."""
-    return cls.Config  # type: ignore[attr-defined]
-
 
 __all__ = [
     "METHODS",
@@ -37,4 +33,5 @@ __all__ = [
     "StepOutput",
     "Standard",
     "method_config_class",
+    "register_method",
 ]

@@ -38,9 +38,11 @@ from afa.methods.contrastive import (
     craft_afa_views,
     loss_metrics,
 )
+from afa.methods.registry import register_method
 from afa.models.base import Classifier
 
 
+@register_method("afa")
 class AFAPretrain(ContrastivePretraining):
     """AFA pre-training: min over the encoder (and head) of the AFA loss on adversarial views.
 
@@ -56,7 +58,6 @@ class AFAPretrain(ContrastivePretraining):
     method. ``model.head`` (the linear classifier) is trained only when ``lambda_ce > 0``.
     """
 
-    name = "afa"
     collapse_remedies = (
         "method.eps_warmup_epochs",
         "method.clean_anchor_weight",

@@ -19,8 +19,10 @@ from afa.methods.contrastive import (
     craft_afa_views,
     loss_metrics,
 )
+from afa.methods.registry import register_method
 
 
+@register_method("afa-trades")
 class AFATrades(ContrastiveMethod):
     """``L = CE(f(x), y) + β · KL(f(x) ‖ f(x̃_T)) + λ · L_AFA(g; x, x̃_A, y)``.
 
@@ -40,7 +42,6 @@ class AFATrades(ContrastiveMethod):
         config: the options below.
     """
 
-    name = "afa-trades"
     collapse_remedies = (
         "method.afa_weight",
         "method.temperature",

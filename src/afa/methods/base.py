@@ -7,7 +7,7 @@ schedule. ``afa.training.loop.fit`` is the only training loop; it calls
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
@@ -49,18 +49,37 @@ class StepOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
+#: Mean cosine gap (same-class minus other-class) below which features count as collapsed.
+COLLAPSE_GAP = 0.05
+#: Epochs of a stage before the gap is judged.
+COLLAPSE_GRACE_EPOCHS = 4
+
+
 class Method(nn.Module):
     """Base class: holds the classifier (and any extra trainable modules).
 
-    Subclasses set ``name``, declare their options as a nested frozen ``Config``
+    Subclasses are registered with ``@register_method("name")``
+    (:mod:`afa.methods.registry`), declare their options as a nested frozen ``Config``
     dataclass and implement ``forward``; every method is built as
     ``Method(model, threat, config)`` with the run's one shared threat model. Extra
     modules (a projection head) are sub-modules, so they are checkpointed with the method.
+
+    A method also carries the traits the planner and the loop ask it for, so that neither
+    keeps a list of method names: whether it pre-trains (and which classifier stage
+    follows, :meth:`classifier_method`), whether it trains on clean inputs only, which
+    validation metric selects ``best.pt`` (:meth:`selection_metric`) and what to advise
+    when its features collapse (:attr:`collapse_remedies`).
     """
 
     name: ClassVar[str] = "method"
     #: True for encoder pre-training methods (afa, supcon): the planner adds a classifier stage.
     pretraining: ClassVar[bool] = False
+    #: True when the step crafts no adversary (standard, supcon): its epochs are not counted
+    #: in the adversarial budget, and clean accuracy selects ``best.pt``.
+    clean_training: ClassVar[bool] = False
+    #: Options (dotted config keys, each one of this method's own) the collapse warning
+    #: suggests; empty: the warning names none.
+    collapse_remedies: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, model: Classifier, threat: ThreatModel | None = None, config: Any = None
@@ -86,6 +105,52 @@ class Method(nn.Module):
     def epoch_metrics(self) -> dict[str, float]:
         """Extra per-epoch metrics computed by the method (e.g. collapse indicators)."""
         return {}
+
+    def trains_clean(self) -> bool:
+        """Whether this instance's step crafts no adversary (default: ``clean_training``)."""
+        return self.clean_training
+
+    def selection_metric(self, after: Sequence[Method] = ()) -> str | None:
+        """The validation metric that selects ``best.pt`` in this method's stage.
+
+        ``"val/pgd_acc"`` (adversarial training, Rice et al. 2020), or ``"val/clean_acc"``
+        when this stage and the stages ``after`` which it runs all train clean (PGD
+        accuracy would pick an under-trained epoch); None for a pre-training stage, whose
+        classifier head means nothing yet.
+        """
+        if self.pretraining:
+            return None
+        clean = self.trains_clean() and all(m.trains_clean() for m in after)
+        return "val/clean_acc" if clean else "val/pgd_acc"
+
+    def classifier_method(self, protocol: str, finetune_method: str, beta: float) -> Method:
+        """The stage-2 method of a pre-training method (see ``ContrastivePretraining``)."""
+        raise TypeError(f"method {self.name!r} trains its classifier end to end")
+
+    def collapse_message(self, train: Mapping[str, float], epoch: int) -> str | None:
+        """A warning when the reported class gap ``cos_gap`` is still near 0, else None.
+
+        Judged only for a method that reports ``cos_gap`` (:func:`alignment_metrics` of
+        ``afa.methods.contrastive``), from the epoch's mean, after
+        ``COLLAPSE_GRACE_EPOCHS`` epochs (``epoch`` counts from 0): the gap starts near 0
+        at initialisation and healthy runs on digits took up to 4 epochs to pass 0.05
+        (benchmarks/results/ablation-digits.md). The advice names this method's own
+        :attr:`collapse_remedies`.
+        """
+        gap = train.get("cos_gap")
+        if gap is None or epoch < COLLAPSE_GRACE_EPOCHS or not gap < COLLAPSE_GAP:
+            return None
+        ratio = train.get("loss_over_chance", float("nan"))
+        message = (
+            f"features are not separating classes (cos_gap {gap:.3f}, loss {ratio:.2f} x "
+            "chance). Pre-training may have collapsed"
+        )
+        if self.collapse_remedies:
+            message += (
+                f"; remedies: {', '.join(self.collapse_remedies)} "
+                "(see README, 'When AFA collapses')"
+            )
+        return message
 
 
 def accuracy_metric(logits: Tensor, y: Tensor) -> Tensor:
@@ -116,6 +181,8 @@ def check_non_negative(config: Any, *names: str, prefix: str = "method") -> None
 
 
 __all__ = [
+    "COLLAPSE_GAP",
+    "COLLAPSE_GRACE_EPOCHS",
     "Batch",
     "Method",
     "StepOutput",

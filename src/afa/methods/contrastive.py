@@ -25,6 +25,9 @@ from afa.errors import ConfigError
 from afa.losses import AFALoss, AFAOutput, Views, gather_with_grad
 from afa.losses.contrastive import Denominator
 from afa.methods.base import Method, accuracy_metric, check_choices, check_non_negative
+from afa.methods.pgd_at import PGDAT
+from afa.methods.probe import LinearProbe
+from afa.methods.trades import TRADES
 from afa.models.base import Classifier
 
 HeadKind = Literal["mlp", "linear", "none"]
@@ -97,12 +100,6 @@ class PretrainConfig(ContrastiveConfig):
         check_non_negative(self, "lambda_ce")
 
 
-#: Mean cosine gap (same-class minus other-class) below which features count as collapsed.
-COLLAPSE_GAP = 0.05
-#: Epochs of a stage before the gap is judged.
-COLLAPSE_GRACE_EPOCHS = 4
-
-
 class ContrastiveMethod(Method):
     """A method with a projection head ``projector`` and an :class:`AFALoss` ``criterion``.
 
@@ -136,23 +133,6 @@ class ContrastiveMethod(Method):
         """
         return self.projector(self.model.features(x))
 
-    def collapse_message(self, train: dict[str, float], epoch: int) -> str | None:
-        """A warning when the class gap is still near zero after the first epochs.
-
-        The gap starts near 0 at initialisation and healthy runs on digits took up to 4
-        epochs to pass 0.05 (benchmarks/results/ablation-digits.md), so the first 4 are
-        not judged.
-        """
-        gap = train.get("cos_gap")
-        if gap is None or epoch < COLLAPSE_GRACE_EPOCHS or not gap < COLLAPSE_GAP:
-            return None
-        ratio = train.get("loss_over_chance", float("nan"))
-        return (
-            f"features are not separating classes (cos_gap {gap:.3f}, loss {ratio:.2f} x "
-            f"chance). Pre-training may have collapsed; remedies: "
-            f"{', '.join(self.collapse_remedies)} (see README, 'When AFA collapses')"
-        )
-
 
 class ContrastivePretraining(ContrastiveMethod):
     """Encoder pre-training through the projection head (afa, supcon).
@@ -170,6 +150,21 @@ class ContrastivePretraining(ContrastiveMethod):
             return super().trainable_parameters()
         head = {id(p) for p in self.model.head.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in head]
+
+    def classifier_method(self, protocol: str, finetune_method: str, beta: float) -> Method:
+        """The classifier stage on the pre-trained encoder, by the run's ``classifier`` section.
+
+        ``"linear"`` / ``"linear-adv"``: a :class:`LinearProbe` of the frozen encoder (clean
+        CE / PGD-CE adversaries); ``"finetune"``: the whole network with TRADES (``beta``) or
+        PGD-AT, by ``finetune_method``.
+        """
+        if protocol == "finetune":
+            if finetune_method == "trades":
+                return TRADES(self.model, self.threat, TRADES.Config(beta=beta))
+            return PGDAT(self.model, self.threat)
+        return LinearProbe(
+            self.model, self.threat, LinearProbe.Config(adversarial=protocol == "linear-adv")
+        )
 
     def probe_ce(
         self, feats: Tensor, labels: Tensor, n_clean: int
@@ -348,8 +343,6 @@ def loss_metrics(out: AFAOutput) -> dict[str, Tensor]:
 
 
 __all__ = [
-    "COLLAPSE_GAP",
-    "COLLAPSE_GRACE_EPOCHS",
     "ContrastiveConfig",
     "ContrastiveMethod",
     "ContrastivePretraining",

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from afa.attacks import cross_entropy, perturb
 from afa.losses.mart import mart_loss
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.methods.registry import register_method
 
 
+@register_method("mart")
 class MART(Method):
     """Boosted CE on PGD adversaries + β · KL weighted by (1 − p_y(x)) on clean inputs.
 
     β = 6 as in the authors' official training script.
     """
-
-    name = "mart"
 
     @dataclass(frozen=True)
     class Config:

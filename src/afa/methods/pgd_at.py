@@ -9,15 +9,15 @@ import torch.nn.functional as F
 
 from afa.attacks import cross_entropy, perturb
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.methods.registry import register_method
 
 
+@register_method("pgd-at")
 class PGDAT(Method):
     """Minimise cross-entropy on PGD adversaries crafted with the run's threat model.
 
     ``min_θ E max_{‖δ‖≤ε} CE(f_θ(x + δ), y)``; the inner max is PGD on CE.
     """
-
-    name = "pgd-at"
 
     @dataclass(frozen=True)
     class Config:

@@ -33,6 +33,9 @@ class LinearProbe(Method):
     class Config:
         adversarial: bool = False
 
+    def trains_clean(self) -> bool:
+        return not self.config.adversarial
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.head.parameters())
 

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.methods.registry import register_method
 
 
+@register_method("standard")
 class Standard(Method):
     """Empirical risk minimisation with (optionally label-smoothed) cross-entropy.
 
     The threat model is accepted for a uniform constructor and used only by validation.
     """
 
-    name = "standard"
+    clean_training = True
 
     @dataclass(frozen=True)
     class Config:

@@ -18,8 +18,10 @@ from afa.methods.contrastive import (
     alignment_metrics,
     loss_metrics,
 )
+from afa.methods.registry import register_method
 
 
+@register_method("supcon")
 class SupConPretrain(ContrastivePretraining):
     """Minimise SupCon (L_out) over ``views`` clean augmented views of every sample.
 
@@ -35,7 +37,7 @@ class SupConPretrain(ContrastivePretraining):
         config: the options below.
     """
 
-    name = "supcon"
+    clean_training = True
     collapse_remedies = ("method.temperature", "method.views", "method.lambda_ce")
 
     @dataclass(frozen=True)

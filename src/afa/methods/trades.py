@@ -12,16 +12,16 @@ from afa.attacks import attack_mode, perturb, trades_kl
 from afa.attacks.threat import ThreatModel
 from afa.losses.trades import trades_loss
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.methods.registry import register_method
 from afa.models.base import Classifier
 
 
+@register_method("trades")
 class TRADES(Method):
     """CE(f(x), y) + β · KL(f(x) ‖ f(x̃)), x̃ maximising the KL inside the ball.
 
     β = 6 is the value of Zhang et al. for CIFAR-10 (their Table 5 / official code).
     """
-
-    name = "trades"
 
     @dataclass(frozen=True)
     class Config:

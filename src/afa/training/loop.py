@@ -98,6 +98,9 @@ class Stage:
         epochs: epochs of this stage.
         optimizer / schedule: built fresh at the stage's start.
         grad_clip: max global gradient norm, or None.
+        augment: this stage's batched augmentation (``Batch.view``); None: ``fit``'s
+            ``augment``. One with ``set_epoch(epoch, epochs)`` (a strength schedule) is told
+            each epoch of its stage before the epoch's first batch.
         select_by: the validation metric that chooses ``best.pt`` in this stage:
             ``"val/pgd_acc"`` (adversarial training, Rice et al. 2020) or
             ``"val/clean_acc"`` (clean-only training, where PGD accuracy would pick an
@@ -113,6 +116,7 @@ class Stage:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     grad_clip: float | None = None
     select_by: Literal["val/pgd_acc", "val/clean_acc"] | None = "val/pgd_acc"
+    augment: Callable[[Tensor], Tensor] | None = None
 
 
 @dataclass
@@ -314,6 +318,10 @@ def fit(
                 return state(completed=False)
             method.train()
             method.on_epoch_start(epoch, stage.epochs)
+            stage_augment = stage.augment or augment
+            set_augment_epoch = getattr(stage_augment, "set_epoch", None)
+            if set_augment_epoch is not None:
+                set_augment_epoch(epoch, stage.epochs)
             train_loader.set_epoch(global_epoch)
             desc = f"{stage.name} {epoch + 1}/{stage.epochs}"
             progress = Progress(
@@ -329,7 +337,7 @@ def fit(
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = y.to(device, non_blocking=True)
                 with autocast_context(device, train.precision):
-                    out = runner(Batch(x, y, augment))
+                    out = runner(Batch(x, y, stage_augment))
                 scaler.scale(out.loss).backward()
                 if stage.grad_clip is not None:
                     scaler.unscale_(optimizer)
@@ -371,17 +379,11 @@ def fit(
                     f"{record['train/loss']} (diverged; lower the LR or use fp32); "
                     f"the last good checkpoint is {last_path}"
                 )
-            if _collapsed(record, epoch):
+            train_means = {k[6:]: v for k, v in record.items() if k.startswith("train/")}
+            collapse = method.collapse_message(train_means, epoch)
+            if collapse is not None:
                 record["collapse_warning"] = True
-                log.warning(
-                    "%s: features are not separating classes (cos_gap %.3f, loss %.2f x chance). "
-                    "Pre-training may have collapsed; remedies: method.eps_warmup_epochs, "
-                    "method.clean_anchor_weight, method.lambda_ce, method.temperature, "
-                    "method.attack_loss=ce (see README, 'When AFA collapses')",
-                    desc,
-                    record["train/cos_gap"],
-                    record.get("train/loss_over_chance", float("nan")),
-                )
+                log.warning("%s: %s", desc, collapse)
             global_epoch += 1
             last_of_stage = epoch + 1 == stage.epochs
             if val is not None and ((epoch + 1) % train.eval_every == 0 or last_of_stage):
@@ -445,22 +447,6 @@ def fit(
             ctx.barrier()  # every rank sees the new last.pt before going on
         del runner  # drop this stage's DDP reducer (and its gradient hooks) before the next
     return state(completed=True)
-
-
-#: Mean cosine gap (same-class minus other-class) below which features count as collapsed.
-COLLAPSE_GAP = 0.05
-#: Epochs of a stage before the gap is judged.
-COLLAPSE_GRACE_EPOCHS = 4
-
-
-def _collapsed(record: Mapping[str, Any], epoch: int) -> bool:
-    """True when a contrastive stage's class gap is still near zero after its first epochs.
-
-    The gap starts near 0 at initialisation and healthy runs on digits took up to 4 epochs
-    to pass 0.05 (benchmarks/results/ablation-digits.md), so the first 4 are not judged.
-    """
-    gap = record.get("train/cos_gap")
-    return gap is not None and epoch >= COLLAPSE_GRACE_EPOCHS and gap < COLLAPSE_GAP
 
 
 def _means(sums: Mapping[str, Tensor], count: int) -> dict[str, float]:

@@ -22,9 +22,6 @@ from afa.config import apply_overrides, from_dict, load_yaml, to_dict
 from afa.data import DataConfig, DatasetInfo, Splits, build_train_loader, load_splits, make_augment
 from afa.errors import ConfigError
 from afa.methods import METHODS, Method, method_config_class
-from afa.methods.pgd_at import PGDAT
-from afa.methods.probe import LinearProbe
-from afa.methods.trades import TRADES
 from afa.models import Classifier, create_model
 from afa.training.checkpoint import load_checkpoint
 from afa.training.distributed import DistContext
@@ -32,9 +29,6 @@ from afa.training.loop import Stage, TrainState, fit
 from afa.training.options import OptimConfig, ScheduleConfig, TrainConfig
 
 log = logging.getLogger("afa")
-
-#: Methods whose (first) stage trains on clean inputs only.
-CLEAN_METHODS = frozenset({"standard", "supcon"})
 
 
 @dataclass(frozen=True)
@@ -119,9 +113,10 @@ def parse_run_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     if cls.pretraining and classifier is None:
         classifier = ClassifierConfig()
     if not cls.pretraining and classifier is not None:
+        pretraining = ", ".join(n for n in METHODS if METHODS.get(n).pretraining)
         raise ConfigError(
             f"classifier: method {name!r} trains the classifier end to end; "
-            "the 'classifier' section is only for pre-training methods (afa, supcon)"
+            f"the 'classifier' section is only for pre-training methods ({pretraining})"
         )
     return dataclasses.replace(cfg, method=resolved, classifier=classifier)
 
@@ -153,7 +148,11 @@ def build_method(cfg: RunConfig, model: Classifier) -> Method:
 
 
 def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
-    """One stage for end-to-end methods; pre-training + classifier for ``afa``/``supcon``."""
+    """One stage for end-to-end methods; pre-training + classifier for ``afa``/``supcon``.
+
+    The method says whether it pre-trains, which classifier stage follows and which
+    validation metric selects ``best.pt`` in each stage.
+    """
     method = build_method(cfg, model)
     t = cfg.train
     first = Stage(
@@ -163,21 +162,12 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
         optimizer=t.optimizer,
         schedule=t.schedule,
         grad_clip=t.grad_clip,
-        select_by=None if method.pretraining else _selection_metric(cfg.method_name),
+        select_by=method.selection_metric(),  # type: ignore[arg-type]
     )
     if not method.pretraining:
         return [first]
     c = cfg.classifier or ClassifierConfig()
-    second: Method
-    if c.protocol == "finetune":
-        if c.finetune_method == "trades":
-            second = TRADES(model, cfg.threat, TRADES.Config(beta=c.beta))
-        else:
-            second = PGDAT(model, cfg.threat)
-    else:
-        second = LinearProbe(
-            model, cfg.threat, LinearProbe.Config(adversarial=c.protocol == "linear-adv")
-        )
+    second = method.classifier_method(c.protocol, c.finetune_method, c.beta)
     return [
         first,
         Stage(
@@ -187,16 +177,9 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
             optimizer=c.optimizer,
             schedule=c.schedule,
             grad_clip=c.grad_clip,
-            select_by="val/clean_acc"
-            if cfg.method_name in CLEAN_METHODS and c.protocol == "linear"
-            else "val/pgd_acc",
+            select_by=second.selection_metric(after=[method]),  # type: ignore[arg-type]
         ),
     ]
-
-
-def _selection_metric(method_name: str) -> str:
-    """Clean-only training is selected by clean accuracy, adversarial training by PGD."""
-    return "val/clean_acc" if method_name in CLEAN_METHODS else "val/pgd_acc"
 
 
 def resolve_device(name: str, dist: DistContext | None = None) -> torch.device:
@@ -246,6 +229,13 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
     splits = splits or load_splits(cfg.data)
     model = build_model(cfg, splits.info).to(device)
     stages = build_stages(cfg, model)
+    if splits.info.augment == "contrastive":
+        # The strong augmentation is for pre-training; the classifier stage (SLF / ALF / AFF)
+        # trains on crop+flip, as ACL's and DynACL's fine-tuning does.
+        for stage in stages[1:]:
+            stage.augment = make_augment(
+                dataclasses.replace(splits.info, augment="crop-flip"), cfg.data.crop_padding
+            )
     loader = build_train_loader(
         splits,
         cfg.data,
@@ -266,7 +256,7 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
         run_dir,
         val=val,
         threat=cfg.threat,
-        augment=make_augment(splits.info, cfg.data.crop_padding),
+        augment=make_augment(splits.info, cfg.data.crop_padding, cfg.data.contrastive),
         device=device,
         train=cfg.train,
         config=to_dict(cfg),
@@ -323,7 +313,7 @@ def dataset_info_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig) -> Datase
 
 def adversarial_epochs(cfg: RunConfig) -> int:
     """Epochs that craft adversaries: the budget on which methods are compared fairly."""
-    n = 0 if cfg.method_name in CLEAN_METHODS else cfg.train.epochs
+    n = 0 if METHODS.get(cfg.method_name).clean_training else cfg.train.epochs
     if cfg.classifier is not None and cfg.classifier.protocol != "linear":
         n += cfg.classifier.epochs
     return n
