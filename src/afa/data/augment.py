@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from afa.data.base import DatasetInfo
+from afa.data.contrastive_augment import ContrastiveAugment, ContrastiveAugmentConfig
 
 
 def to_float(x: Tensor, device: torch.device | str) -> Tensor:
@@ -29,20 +30,30 @@ def to_float(x: Tensor, device: torch.device | str) -> Tensor:
     return x.to(device, non_blocking=True).float().div_(255.0)
 
 
-def make_augment(info: DatasetInfo, padding: int) -> Callable[[Tensor], Tensor]:
-    """The training augmentation for ``info.augment``: identity, or random crop + flip.
+def make_augment(
+    info: DatasetInfo, padding: int, contrastive: ContrastiveAugmentConfig | None = None
+) -> Callable[[Tensor], Tensor]:
+    """The training augmentation for ``info.augment``: identity, crop + flip, or contrastive.
 
     ``crop-flip``: each image is zero-padded by ``padding`` on every side, cropped back to its
     size at a uniformly random offset, and flipped left-right with probability 1/2, independently
     per sample (Krizhevsky et al. 2012; the standard CIFAR recipe with ``padding=4``).
+
+    ``contrastive``: SimCLR's crop/flip/colour jitter/grayscale with a strength schedule
+    (:class:`~afa.data.contrastive_augment.ContrastiveAugment`, options ``contrastive``); it
+    has ``set_epoch(epoch, epochs)``, which the training loop calls at each epoch's start.
 
     Shape:
         x: (B, C, H, W), any dtype, on any device -> same shape, dtype and device.
     """
     if info.augment == "none":
         return _identity
+    if info.augment == "contrastive":
+        return ContrastiveAugment(contrastive)
     if info.augment != "crop-flip":
-        raise ValueError(f"unknown augment {info.augment!r}; expected 'none' or 'crop-flip'")
+        raise ValueError(
+            f"unknown augment {info.augment!r}; expected 'none', 'crop-flip' or 'contrastive'"
+        )
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
 

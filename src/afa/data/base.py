@@ -7,6 +7,8 @@ from typing import Literal
 
 import numpy as np
 
+from afa.data.contrastive_augment import ContrastiveAugmentConfig
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -24,8 +26,11 @@ class DataConfig:
             or a count >= 1; 0 disables validation.
         split_seed: seed of the stratified train/val split (fixed per run).
         augment: ``auto`` (crop+flip for CIFAR-like data, none for digits), ``none``,
-            or ``crop-flip``.
+            ``crop-flip``, or ``contrastive`` (SimCLR's strong augmentation with a strength
+            schedule, for contrastive pre-training; a later classifier stage uses crop+flip).
         crop_padding: padding of the random crop.
+        contrastive: options of ``augment: contrastive`` (crop scale, jitter, strength
+            schedule).
         download: download CIFAR from the official address when files are absent.
         generated: ``.npz`` files of generated images (``image`` uint8 NHWC, ``label``)
             mixed into every training batch.
@@ -55,6 +60,7 @@ class DataConfig:
     split_seed: int = 0
     augment: str = "auto"
     crop_padding: int = 4
+    contrastive: ContrastiveAugmentConfig = field(default_factory=ContrastiveAugmentConfig)
     download: bool = True
     generated: list[str] = field(default_factory=list)
     generated_fraction: float = 0.7
@@ -93,7 +99,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
-    augment: str  # resolved: "none" or "crop-flip"
+    augment: str  # resolved: "none", "crop-flip" or "contrastive"
 
 
 @dataclass
