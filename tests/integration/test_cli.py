@@ -38,7 +38,7 @@ def test_train_resume_eval_analyze_compare(tmp_path, capsys):
     record = json.loads((run / "eval.json").read_text())
     assert record["method"] == "pgd-at" and record["n_examples"] == 24
     assert record["threat_overrides"] == {"eps": 0.1} and record["threat_model"]["eps"] == 0.1
-    assert set(record["attacks"]) == {"PGD-20 (CE)", "AutoAttack (apgd-ce)"}
+    assert set(record["attacks"]) == {"PGD-20 (CE, BN eval)", "AutoAttack (apgd-ce)"}
     assert 0 <= record["robust_acc"] <= record["clean_acc"] <= 1
 
     assert main(["analyze", str(run), "--n-test", "40", "--no-figures"]) == 0

@@ -11,7 +11,7 @@ import torch
 from test_attacks import digits, trained_digits_net
 from torch import Tensor, nn
 
-import afa.evaluation.robust as robust
+import afa.evaluation.attacks.autoattack as aa_attacks
 from afa.attacks import ThreatModel
 from afa.errors import ConfigError
 from afa.evaluation import (
@@ -118,7 +118,8 @@ def test_eval_json_round_trip_keeps_numbers_as_numbers(tmp_path):
     pgd = back["attacks"]["PGD-20 (CE)"]
     assert pgd == {"robust_acc": 0.7, "n_correct": 7, "steps": 20, "time_s": 0.5}
     assert back["attacks"]["PGD-30 (CW margin)"]["robust_acc"] == 0.5
-    assert back["threat_model"]["eps"] == 0.1 and back["threat_model"]["steps"] == 10
+    # only what every attack shares: steps, step size and BN mode are per attack
+    assert back["threat_model"] == {"norm": "linf", "eps": 0.1, "description": "Linf eps=0.1"}
     assert back["sanity"]["large_eps"] == {
         "passed": True,
         "value": 0.0,
@@ -177,12 +178,13 @@ def test_evaluate_runs_pgd_and_cw_on_still_robust_points_and_restores_state():
     )
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
-    assert r.columns == ["clean", "PGD-10 (CE)", "PGD-5 (CW margin)"]
+    assert r.columns == ["clean", "PGD-10 (CE, BN eval)", "PGD-5 (CW margin, BN eval)"]
     assert r.n_examples == 200 and r.sanity == {}
-    assert r.robust_acc <= r.acc("PGD-10 (CE)") < r.clean_acc - 0.3
-    assert r.attacks["PGD-10 (CE)"]["n_attacked"] == r.n_correct("clean")
-    assert r.attacks["PGD-5 (CW margin)"]["n_attacked"] == r.n_correct("PGD-10 (CE)")
-    assert r.attacks["PGD-5 (CW margin)"]["step_size"] == THREAT.step_size
+    assert r.robust_acc <= r.acc("PGD-10 (CE, BN eval)") < r.clean_acc - 0.3
+    assert r.attacks["PGD-10 (CE, BN eval)"]["n_attacked"] == r.n_correct("clean")
+    cw = r.attacks["PGD-5 (CW margin, BN eval)"]
+    assert cw["n_attacked"] == r.n_correct("PGD-10 (CE, BN eval)")
+    assert r.attacks["PGD-5 (CW margin, BN eval)"]["step_size"] == THREAT.step_size
     # the same seed gives the same matrix; uint8 images are scaled by 1/255
     again = evaluate(
         net,
@@ -239,7 +241,7 @@ def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
     x, y = digits()[2], digits()[3]
 
     # an AutoAttack that does nothing: its accuracy sits far above PGD's
-    monkeypatch.setattr(robust, "autoattack", lambda model, x, y, threat, **kw: x)
+    monkeypatch.setattr(aa_attacks, "autoattack", lambda model, x, y, threat, **kw: x)
     r = evaluate(
         trained_digits_net(),
         x,
@@ -255,7 +257,7 @@ def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
     assert r.sanity["autoattack_gap"].passed
 
     # an all-breaking AutoAttack on a masked model: PGD overstates robustness
-    monkeypatch.setattr(robust, "autoattack", lambda model, x, y, threat, **kw: torch.zeros_like(x))
+    monkeypatch.setattr(aa_attacks, "autoattack", lambda model, x, y, threat, **kw: torch.zeros_like(x))
     r = evaluate(
         Quantised(trained_digits_net()),
         x,
@@ -266,7 +268,8 @@ def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
         n_examples=150,
     )
     gap = r.sanity["autoattack_gap"]
-    assert not gap.passed and gap.value == pytest.approx(r.acc("PGD-10 (CE)") - r.robust_acc)
+    pgd = "PGD-10 (CE, no random start, BN eval)"
+    assert not gap.passed and gap.value == pytest.approx(r.acc(pgd) - r.robust_acc)
     assert r.sanity["autoattack_not_weaker_than_pgd"].passed
 
 
@@ -274,7 +277,7 @@ def test_evaluate_with_a_real_autoattack_component():
     net = trained_digits_net()
     x, y = digits()[2], digits()[3]
     r = evaluate(net, x, y, THREAT, attacks=("pgd", "apgd-ce"), pgd_steps=10, n_examples=24)
-    assert r.columns == ["clean", "PGD-10 (CE)", "AutoAttack (apgd-ce)"]
+    assert r.columns == ["clean", "PGD-10 (CE, BN eval)", "AutoAttack (apgd-ce)"]
     assert r.attacks["AutoAttack (apgd-ce)"]["attacks_to_run"] == ["apgd-ce"]
     assert r.sanity["autoattack_not_weaker_than_pgd"].passed, r.sanity
     assert math.isfinite(r.time_s) and r.time_s > 0

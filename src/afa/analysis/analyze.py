@@ -33,7 +33,7 @@ from afa.analysis.alignment import (
 from afa.analysis.geometry import cosine_geometry
 from afa.analysis.lipschitz import local_lipschitz, summarize_lipschitz
 from afa.analysis.separation import input_separation
-from afa.attacks import ThreatModel, cross_entropy, perturb
+from afa.attacks import ThreatModel, cross_entropy, perturb, pgd_label
 from afa.models.base import Classifier
 
 __all__ = ["FIGURES", "analyze", "write_analysis"]
@@ -173,6 +173,7 @@ def analyze(
         y_dev = test_y.to(device)
         result: dict[str, Any] = {
             "threat_model": dataclasses.asdict(threat),
+            "attack": pgd_label(threat, "CE"),
             "n_train": len(train_y),
             "n_test": len(test_y),
             "k": k,

@@ -42,7 +42,8 @@ def analyze_run(
         torch.from_numpy(splits.train.labels[:]),
         torch.from_numpy(splits.test.images[:n]),
         torch.from_numpy(splits.test.labels[:n]),
-        cfg.threat,
+        # The adversary of `afa eval`'s PGD (CE) column, so "under PGD" means one attack.
+        cfg.threat.with_(steps=cfg.eval.pgd_steps, bn_mode="eval"),
         k=k,
         n_train=n_train,
         device=dev,

@@ -88,8 +88,8 @@ def autoattack(
             version=version,
         )
         adversary.verbose = verbose
-        if verbose:
-            logger.setLevel(logging.DEBUG)
+        # pyautoattack logs "setting parameters for standard version" at INFO per call.
+        logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
         try:
             x_adv, _ = adversary.run_standard_evaluation(
                 x0.float(), y.to(device), batch_size=batch_size

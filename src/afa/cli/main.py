@@ -63,8 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--eps", type=str, default=None, help="override eps (e.g. 8/255); recorded in eval.json"
     )
-    e.add_argument("--steps", type=int, default=None, help="override PGD steps of the threat model")
-    e.add_argument("--step-size", type=str, default=None, help="override the step size")
+    e.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steps of every PGD attack and of the sanity checks (default: the run's "
+        "eval.pgd_steps / eval.cw_steps); recorded in eval.json",
+    )
+    e.add_argument(
+        "--step-size", type=str, default=None, help="override the PGD step size (e.g. 1/255)"
+    )
+    e.add_argument("--restarts", type=int, default=None, help="override the PGD restarts")
     e.add_argument("--ema", choices=["auto", "yes", "no"], default="auto", help="use EMA weights")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=None)
@@ -159,6 +168,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:28s} {summary}")
         return 0
     if args.command == "eval":
+        from afa.evaluation import format_table
         from afa.evaluation.runs import evaluate_run
 
         overrides = {}
@@ -166,9 +176,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides["eps"] = parse_number(args.eps, "--eps")
         if args.step_size is not None:
             overrides["step_size"] = parse_number(args.step_size, "--step-size")
-        if args.steps is not None:
-            overrides["steps"] = args.steps
-        evaluate_run(
+        if args.restarts is not None:
+            overrides["restarts"] = args.restarts
+        result, out = evaluate_run(
             Path(args.path),
             which=args.which,
             ema={"auto": None, "yes": True, "no": False}[args.ema],
@@ -176,10 +186,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             attacks=args.attacks.split(",") if args.attacks else None,
             threat_overrides=overrides,
+            steps=args.steps,
             device=args.device,
             seed=args.seed,
             sanity=not args.no_sanity,
         )
+        print(format_table([(out.parent.name, result)]))
+        print(f"eval.json: {out}")
         return 0
     if args.command == "analyze":
         from afa.analysis.runs import analyze_run

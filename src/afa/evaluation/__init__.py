@@ -1,25 +1,39 @@
-"""L6 evaluation: the correctness matrix, the worst case per example, sanity flags, eval.json."""
+"""L6 evaluation: registered evaluation attacks, the correctness matrix, the worst case per
+example, sanity flags, eval.json."""
 
-from afa.evaluation.robust import (
-    ATTACKS,
-    EvalResult,
-    SanityCheck,
-    correctness_matrix,
+from afa.evaluation.attacks import (
+    EVAL_ATTACKS,
+    EvalAttack,
+    EvalSettings,
+    build_attacks,
+    register_attack,
+)
+from afa.evaluation.matrix import correctness_matrix
+from afa.evaluation.record import (
+    binomial_halfwidth,
+    describe_radius,
     eval_record,
-    evaluate,
     format_table,
-    sanity_checks,
     write_eval_json,
 )
+from afa.evaluation.robust import CLEAN, EvalResult, evaluate
+from afa.evaluation.sanity import SanityCheck, sanity_checks
 
 __all__ = [
-    "ATTACKS",
+    "CLEAN",
+    "EVAL_ATTACKS",
+    "EvalAttack",
     "EvalResult",
+    "EvalSettings",
     "SanityCheck",
+    "binomial_halfwidth",
+    "build_attacks",
     "correctness_matrix",
+    "describe_radius",
     "eval_record",
     "evaluate",
     "format_table",
+    "register_attack",
     "sanity_checks",
     "write_eval_json",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +11,16 @@ from typing import Any, Literal
 import torch
 
 from afa.data import Splits, load_splits
-from afa.evaluation.robust import EvalResult, evaluate, format_table, write_eval_json
+from afa.errors import ConfigError
+from afa.evaluation.record import write_eval_json
+from afa.evaluation.robust import EvalResult, evaluate
 from afa.training.plan import adversarial_epochs, load_trained, resolve_device
 
 log = logging.getLogger("afa")
+
+OVERRIDABLE = frozenset({"eps", "step_size", "restarts", "random_start"})
+"""Threat-model fields ``afa eval`` may change; ``steps`` is per attack (``steps=``) and
+BN is always in eval mode at evaluation."""
 
 
 def evaluate_run(
@@ -25,33 +32,45 @@ def evaluate_run(
     batch_size: int | None = None,
     attacks: Sequence[str] | None = None,
     threat_overrides: dict[str, Any] | None = None,
+    steps: int | None = None,
     device: str = "auto",
     seed: int | None = None,
     sanity: bool = True,
     splits: Splits | None = None,
-) -> EvalResult:
+) -> tuple[EvalResult, Path]:
     """Evaluate the run's checkpoint on its test set; write ``eval.json`` beside it.
 
-    The threat model is rebuilt from the run's config; every change asked here is
-    applied explicitly, logged, and recorded under ``threat_overrides`` in eval.json.
+    The threat model is rebuilt from the run's config. Every change asked here takes
+    effect and is recorded: ``threat_overrides`` (``eps``, ``step_size``, ``restarts``,
+    ``random_start``) replace those fields for every attack; ``steps`` replaces the steps
+    of every PGD attack (``eval.pgd_steps`` and ``eval.cw_steps``) and of the sanity
+    checks. eval.json holds each attack's full settings, the run's own threat model under
+    ``training_threat_model`` and the changes under ``threat_overrides``.
+
+    Returns:
+        The result and the path of the eval.json written.
     """
+    overrides = dict(threat_overrides or {})
+    bad = sorted(set(overrides) - OVERRIDABLE)
+    if bad:
+        raise ConfigError(f"eval: cannot override {bad}; choose from {sorted(OVERRIDABLE)}")
     model, cfg, ckpt_path = load_trained(path, which=which, ema=ema)
     dev = resolve_device(device)
-    threat = cfg.threat
-    overrides = dict(threat_overrides or {})
-    if overrides:
-        threat = threat.with_(**overrides)
-        log.warning("eval: threat model changed from the run's: %s", overrides)
-    splits = splits or load_splits(cfg.data)
+    threat = cfg.threat.with_(**overrides)
     e = cfg.eval
+    if steps is not None:
+        overrides["steps"] = steps
+    if overrides:
+        log.warning("eval: settings changed from the run's: %s", overrides)
+    splits = splits or load_splits(cfg.data)
     result = evaluate(
         model.to(dev),
         torch.from_numpy(splits.test.images[:]),
         torch.from_numpy(splits.test.labels[:]),
         threat,
         attacks=list(attacks or e.attacks),
-        pgd_steps=e.pgd_steps,
-        cw_steps=e.cw_steps,
+        pgd_steps=e.pgd_steps if steps is None else steps,
+        cw_steps=e.cw_steps if steps is None else steps,
         batch_size=batch_size or e.batch_size,
         device=dev,
         seed=e.seed if seed is None else seed,
@@ -71,10 +90,9 @@ def evaluate_run(
             "ema": bool(ema)
             if ema is not None
             else cfg.train.ema.use_for_eval and cfg.train.ema.decay > 0,
+            "training_threat_model": dataclasses.asdict(cfg.threat),
             "threat_overrides": overrides,
             "adversarial_epochs": adversarial_epochs(cfg),
         },
     )
-    print(format_table([(cfg.method_name, result)]))
-    print(f"eval.json: {out}")
-    return result
+    return result, out

@@ -287,9 +287,9 @@ def _analysis_setup(an: dict[str, Any]) -> str | None:
     n, tm = an.get("n_test"), an.get("threat_model")
     if not isinstance(n, int):
         return None
-    adversary = "PGD (CE)"
+    adversary = an.get("attack") or "PGD (CE)"
     if isinstance(tm, dict):
-        adversary = f"PGD-{tm.get('steps')} (CE), {_describe_threat(tm).split(',')[0]}"
+        adversary = f"{adversary}, {_describe_threat(tm).split(',')[0]}"
     k = an.get("k")
     return f"the first {n} test samples (those `afa eval` scores), adversary {adversary}" + (
         f", kNN with k = {k}" if k else ""

@@ -1,0 +1,195 @@
+"""Sanity flags against gradient masking, computed beside the main evaluation.
+
+Each flag has a name, a value, a threshold and a sentence; eval.json stores them and the
+report says them in words. References: Athalye et al. 2018; Carlini et al. 2019, "On
+evaluating adversarial robustness", section 5; Croce & Hein 2020.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from afa.attacks import cross_entropy, perturb, pgd_label
+from afa.evaluation.attacks import AttackFn
+from afa.evaluation.matrix import correct_on
+
+if TYPE_CHECKING:  # EvalResult's module imports this one
+    from afa.evaluation.robust import EvalResult
+
+SANITY_SUBSET = 500
+LARGE_EPS_MAX_ACC = 0.05
+EPS_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0)
+MONOTONE_TOL = 0.02
+AA_ABOVE_PGD_TOL = 0.02
+PGD_AA_GAP_TOL = 0.10
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """One flag against gradient masking: ``passed`` compares ``value`` with ``threshold``."""
+
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    description: str
+
+
+def sanity_checks(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    result: "EvalResult",
+    attacked: Tensor,
+    attack_fns: Mapping[str, AttackFn],
+    *,
+    pgd_steps: int,
+    batch_size: int,
+    device: torch.device | str,
+    generator: torch.Generator,
+    subset: int = SANITY_SUBSET,
+) -> dict[str, SanityCheck]:
+    """Flags for gradient masking (Athalye et al. 2018; Carlini et al. 2019, "On evaluating
+    adversarial robustness", §5; Croce & Hein 2020), each computed on a fixed random subset
+    of at most ``subset`` examples. "PGD" below is PGD-``pgd_steps`` on CE with the
+    threat's step size; the main evaluation's run is reused where it is that attack.
+
+    * ``large_eps``: PGD-CE accuracy at a radius that contains, around every input, the
+      constant mid-grey image (Linf 0.5; L2 ``0.5 * sqrt(dim)``) must be <= 0.05. At that
+      radius every input can be moved to the same image, so a working attack leaves at most
+      one class standing and in practice none; 0.05 leaves room for a 20-step PGD's misses.
+      Gradient masking (shattered or vanishing gradients) shows up as accuracy that stays high.
+    * ``eps_monotone``: PGD-CE accuracy at eps x (0.25, 0.5, 1, 2) (the step size scaled
+      alike) must not increase with eps by more than 0.02: a larger ball contains the
+      smaller one, so an increase is the attack failing. 0.02 absorbs the randomness of
+      restarts on a 500-example subset (10 examples).
+    * ``pgd_below_clean``: PGD-CE accuracy must be below clean accuracy.
+    * ``autoattack_not_weaker_than_pgd`` (when AutoAttack ran): AutoAttack's accuracy run on
+      its own must not exceed PGD-CE's by more than 0.02; it is the stronger attack, so the
+      opposite says AutoAttack was misconfigured or saw a different model.
+    * ``autoattack_gap`` (when AutoAttack and PGD-CE ran): PGD-CE accuracy minus the
+      worst case over all attacks must be <= 0.10. Published PGD-20 and AutoAttack figures
+      of sound defences differ by a few points (TRADES: 56.6 vs 53.1, Croce & Hein 2020);
+      a much larger gap means PGD's gradients were masked, and every PGD-based number
+      (e.g. training's validation) overstates robustness.
+
+    Args:
+        model: the evaluated classifier (in eval mode).
+        images, labels: the evaluated examples.
+        result: the main evaluation's result (its matrix is reused, not recomputed).
+        attacked: which examples each attack of ``result`` ran on, (N, A) bool.
+        attack_fns: the main attacks by label, to complete their standalone runs.
+        pgd_steps: steps of the sanity PGD runs.
+        batch_size, device: as in :func:`evaluate`.
+        generator: random starts of the sanity PGD runs.
+        subset: size of the random subset.
+
+    Returns:
+        The checks by name.
+    """
+    threat = result.threat
+    n = result.n_examples
+    sub = torch.randperm(n, generator=torch.Generator().manual_seed(result.seed))[:subset]
+    sub = sub.sort().values
+    clean = result.correct[sub, 0]
+
+    def pgd_acc(eps: float) -> float:
+        scale = eps / threat.eps
+        t = threat.with_(eps=eps, step_size=threat.step_size * scale, steps=pgd_steps)
+        ok = correct_on(
+            model,
+            images,
+            labels,
+            sub[clean],
+            lambda x, y: perturb(model, x, y, t, cross_entropy, generator=generator),
+            batch_size,
+            device,
+        )
+        return int(ok.sum()) / len(sub)
+
+    def standalone_acc(k: int) -> float:
+        """Accuracy of attack k on the subset as if it had run alone: its own result where
+        it ran, and a fresh run where an earlier attack had broken the example first."""
+        label = result.columns[k + 1]
+        ok = result.correct[sub, k + 1].clone()
+        missing = clean & ~attacked[sub, k]
+        ok[missing] = correct_on(
+            model, images, labels, sub[missing], attack_fns[label], batch_size, device
+        )
+        return int(ok.sum()) / len(sub)
+
+    checks: dict[str, SanityCheck] = {}
+    big = 0.5 if threat.norm == "linf" else 0.5 * math.sqrt(images[0].numel())
+    acc = pgd_acc(big)
+    checks["large_eps"] = SanityCheck(
+        "large_eps",
+        acc <= LARGE_EPS_MAX_ACC,
+        acc,
+        LARGE_EPS_MAX_ACC,
+        f"{pgd_label(threat.with_(steps=pgd_steps), 'CE')} accuracy at eps={big:.4g}, "
+        "a ball holding the mid-grey image "
+        "around every input, should be about zero; high values mean masked gradients.",
+    )
+
+    labels_run = result.columns[1:]
+    pgd_k = _first(labels_run, lambda a: result.attacks[a].get("objective") == "cross_entropy")
+    aa_k = _first(labels_run, lambda a: "version" in result.attacks[a])
+    accs = [int(clean.sum()) / len(sub)]
+    for m in EPS_MULTIPLIERS:
+        if m == 1.0 and pgd_k is not None:
+            accs.append(standalone_acc(pgd_k))  # the main PGD-CE is this very attack
+        else:
+            accs.append(pgd_acc(threat.eps * m))
+    pgd = accs[1 + EPS_MULTIPLIERS.index(1.0)]
+    rise = max(0.0, *(b - a for a, b in zip(accs[1:], accs[2:], strict=False)))
+    checks["eps_monotone"] = SanityCheck(
+        "eps_monotone",
+        rise <= MONOTONE_TOL,
+        rise,
+        MONOTONE_TOL,
+        "Largest increase of PGD accuracy between consecutive radii eps x "
+        f"{list(EPS_MULTIPLIERS)} (accuracies {[round(a, 4) for a in accs[1:]]}); "
+        "accuracy must not grow with the radius.",
+    )
+    checks["pgd_below_clean"] = SanityCheck(
+        "pgd_below_clean",
+        pgd < accs[0] or accs[0] == 0,
+        accs[0] - pgd,
+        0.0,
+        "Clean accuracy minus PGD accuracy on the subset; an attack that changes nothing "
+        "is not attacking.",
+    )
+
+    if aa_k is not None:
+        value = standalone_acc(aa_k) - pgd
+        checks["autoattack_not_weaker_than_pgd"] = SanityCheck(
+            "autoattack_not_weaker_than_pgd",
+            value <= AA_ABOVE_PGD_TOL,
+            value,
+            AA_ABOVE_PGD_TOL,
+            f"{labels_run[aa_k]} accuracy run alone minus PGD accuracy on the subset; "
+            "AutoAttack is the stronger attack, so it should not be higher.",
+        )
+        if pgd_k is not None:
+            gap = pgd - int(result.worst_case[sub].sum()) / len(sub)
+            checks["autoattack_gap"] = SanityCheck(
+                "autoattack_gap",
+                gap <= PGD_AA_GAP_TOL,
+                gap,
+                PGD_AA_GAP_TOL,
+                f"{labels_run[pgd_k]} accuracy run alone minus the worst case over all "
+                "attacks, on the subset; a large gap means PGD's gradients are masked.",
+            )
+    return checks
+
+
+def _first(labels: Sequence[str], keep: Callable[[str], bool]) -> int | None:
+    return next((k for k, a in enumerate(labels) if keep(a)), None)
+
+
