@@ -44,12 +44,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     if data is None:
-        return {}
+        # Refused rather than read as "every default": an empty file is far more often a
+        # wrong path or an unsaved editor buffer than a wish for the defaults ({} says that).
+        raise ConfigError(
+            f"{path}: empty config file; expected a mapping of sections (data, model, "
+            "method, train, ...), or {} for every default"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def parse_number(value: Any, key: str = "value") -> float:
@@ -160,6 +172,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        # A scalar of exactly one member's type is that member: under ``int | float``,
+        # ``2.0`` stays a float (a fraction) and ``2`` an int (a count).
+        for arg in args:
+            if arg in (bool, int, float, str) and type(value) is arg:
+                return _convert(value, arg, key)
         errors = []
         for arg in args:
             if arg is type(None):

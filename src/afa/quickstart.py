@@ -12,9 +12,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from afa._registry import unknown_name_message
 from afa.analysis.runs import analyze_run
 from afa.config import load_yaml
 from afa.data import load_splits
+from afa.errors import ConfigError
 from afa.evaluation.runs import evaluate_run
 from afa.recipes import resolve_recipe
 from afa.report import compare
@@ -23,6 +25,40 @@ from afa.training.plan import adversarial_epochs, load_run_config, train_run
 log = logging.getLogger("afa")
 
 QUICKSTART_METHODS = ("standard", "pgd-at", "trades", "afa", "afa-trades")
+
+
+def check_quickstart_args(
+    *,
+    methods: Sequence[str] | None = None,
+    epochs: int | None = None,
+    eval_examples: int | None = None,
+    attacks: Sequence[str] | None = None,
+) -> None:
+    """Refuse a bad quickstart argument before the first method trains.
+
+    Raises:
+        ConfigError: naming the option and the value (an unknown method or attack, a
+            repeated one, a count below 1).
+    """
+    from afa.evaluation.attacks import EVAL_ATTACKS
+
+    for option, value in (("--epochs", epochs), ("--eval-examples", eval_examples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option}: expected a whole number >= 1, got {value}")
+    checks = (
+        ("--methods", "method", methods, QUICKSTART_METHODS),
+        ("--attacks", "attack", attacks, EVAL_ATTACKS.names()),
+    )
+    for option, kind, names, known in checks:
+        if names is None:
+            continue
+        if not names or any(not n for n in names):
+            raise ConfigError(f"{option}: expected a comma list of names, got {','.join(names)!r}")
+        for name in names:
+            if name not in known:
+                raise ConfigError(f"{option}: " + unknown_name_message(kind, name, known))
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{option}: each name once, got {','.join(names)!r}")
 
 
 def quickstart(

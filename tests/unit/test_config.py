@@ -102,3 +102,47 @@ def test_fixed_length_tuples() -> None:
     assert from_dict(Pair, {"betas": ["1/2", 0.25]}).betas == (0.5, 0.25)
     with pytest.raises(ConfigError, match=r"betas: expected 2 items, got 3"):
         from_dict(Pair, {"betas": [0.1, 0.2, 0.3]})
+
+
+def test_empty_yaml_is_refused_and_explicit_empty_mapping_accepted(tmp_path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(ConfigError, match=r"empty.yaml: empty config file"):
+        load_yaml(empty)
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("{}\n")
+    assert load_yaml(defaults) == {}
+
+
+def test_yaml_error_is_one_line_with_its_place(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\nb: c: d\n")
+    with pytest.raises(ConfigError) as info:
+        load_yaml(bad)
+    assert "\n" not in str(info.value) and "line 2, column 5" in str(info.value)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    size: int | float = 0.5
+
+
+@given(st.one_of(st.integers(-5, 10**6), st.floats(-5, 10**6, allow_nan=False)))
+def test_int_or_float_keeps_the_written_type(value: int | float) -> None:
+    """Under ``int | float`` a count stays an int and 2.0 stays a float (a fraction)."""
+    got = from_dict(Holdout, {"size": value}).size
+    assert type(got) is type(value) and got == value
+
+
+def test_val_size_fraction_or_count() -> None:
+    from afa.data import DataConfig
+
+    assert from_dict(DataConfig, {"val_size": 0.1}).val_size == 0.1
+    assert from_dict(DataConfig, {"val_size": "1/10"}).val_size == 0.1
+    assert from_dict(DataConfig, {"val_size": 500}).val_size == 500
+    assert from_dict(DataConfig, {"val_size": 0}).val_size == 0
+    for bad in (2.0, 1.0, 1.5, -0.1, -3):
+        with pytest.raises(ConfigError, match="data.val_size: expected 0, a fraction in"):
+            from_dict(DataConfig, {"val_size": bad})
+    with pytest.raises(ConfigError, match="val_size: expected int or float, got True"):
+        from_dict(DataConfig, {"val_size": True})

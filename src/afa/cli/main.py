@@ -9,15 +9,29 @@ import argparse
 import logging
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from afa.cli.checks import (
+    check_device,
+    check_output_dir,
+    check_run_dirs,
+    positive_int,
+)
 from afa.config import parse_number
 from afa.errors import UserError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, like every other user error (status 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="afa",
         description="Adversarial Feature Alignment and an honest adversarial-training toolkit.",
     )
@@ -52,11 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--which", choices=["best", "last"], default="best")
     e.add_argument(
         "--n",
-        type=int,
+        type=positive_int,
         default=None,
         help="first N test examples (default: the run's eval.n_examples, else all)",
     )
-    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--batch-size", type=positive_int, default=None)
     e.add_argument(
         "--attacks", default=None, help="comma list of pgd,cw,autoattack (default: the run's)"
     )
@@ -87,14 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("path", help="run directory or checkpoint file")
     a.add_argument("--which", choices=["best", "last"], default="best")
-    a.add_argument("--k", type=int, default=10, help="neighbours of the kNN alignment")
+    a.add_argument("--k", type=positive_int, default=10, help="neighbours of the kNN alignment")
     a.add_argument(
         "--n-test",
-        type=int,
+        type=positive_int,
         default=None,
         help="first test examples analysed (default: the run's eval.n_examples)",
     )
-    a.add_argument("--n-train", type=int, default=None, help="training examples for centroids")
+    a.add_argument(
+        "--n-train", type=positive_int, default=None, help="training examples for centroids"
+    )
     a.add_argument("--device", default="auto")
     a.add_argument("--no-figures", action="store_true")
 
@@ -115,10 +131,16 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument(
-        "--epochs", type=int, default=None, help="smoke runs: adversarial epochs per method"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="smoke runs: adversarial epochs per method",
     )
     q.add_argument(
-        "--eval-examples", type=int, default=None, help="smoke runs: test examples evaluated"
+        "--eval-examples",
+        type=positive_int,
+        default=None,
+        help="smoke runs: test examples evaluated",
     )
     q.add_argument(
         "--attacks", default=None, help="smoke runs: comma list (default pgd,cw,autoattack)"
@@ -127,7 +149,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad option (one line already printed)
+        return int(exc.code or 0)
     # Under torchrun only rank 0 reports progress; other ranks still print warnings.
     quiet_rank = int(os.environ.get("RANK", "0")) > 0
     logging.basicConfig(
@@ -158,6 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from afa.training.plan import load_run_config, train_run
 
         cfg = load_run_config(resolve_recipe(args.config), args.overrides)
+        check_device(cfg.device, "device")
+        check_output_dir(cfg.run_dir, "out_dir/name")
         state = train_run(cfg, resume=args.resume)
         print(f"run directory: {state.run_dir}")
         return 0
@@ -171,6 +198,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from afa.evaluation import format_table
         from afa.evaluation.runs import evaluate_run
 
+        check_device(args.device, "--device")
         overrides = {}
         if args.eps is not None:
             overrides["eps"] = parse_number(args.eps, "--eps")
@@ -197,6 +225,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "analyze":
         from afa.analysis.runs import analyze_run
 
+        check_device(args.device, "--device")
         analyze_run(
             Path(args.path),
             which=args.which,
@@ -210,14 +239,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":
         from afa.report import compare
 
-        runs = [Path(r) for r in args.runs]
-        out = Path(args.out) if args.out else runs[0].parent
+        runs = check_run_dirs(args.runs)
+        out = check_output_dir(Path(args.out) if args.out else runs[0].parent, "--out")
         paths = compare(runs, out, title=args.title)
         print(f"report: {paths['html']}")
         return 0
     if args.command == "quickstart":
-        from afa.quickstart import quickstart
+        from afa.quickstart import check_quickstart_args, quickstart
 
+        methods = args.methods.split(",") if args.methods is not None else None
+        attacks = args.attacks.split(",") if args.attacks is not None else None
+        check_quickstart_args(
+            methods=methods, epochs=args.epochs, eval_examples=args.eval_examples, attacks=attacks
+        )
+        check_device(args.device, "--device")
+        check_output_dir(args.out, "--out")
         if args.threads is None:
             import torch
 
@@ -226,12 +262,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             torch.set_num_threads(1)
         quickstart(
             Path(args.out),
-            methods=args.methods.split(",") if args.methods else None,
+            methods=methods,
             device=args.device,
             seed=args.seed,
             epochs=args.epochs,
             eval_examples=args.eval_examples,
-            attacks=args.attacks.split(",") if args.attacks else None,
+            attacks=attacks,
         )
         return 0
     raise AssertionError(args.command)  # argparse guarantees a known command

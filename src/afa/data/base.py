@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from afa.data.contrastive_augment import ContrastiveAugmentConfig
+from afa.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class DataConfig:
     test_image_key: str = "x_test"
     test_label_key: str = "y_test"
     num_classes: int | None = None
-    val_size: float = 0.05
+    val_size: int | float = 0.05
     split_seed: int = 0
     augment: str = "auto"
     crop_padding: int = 4
@@ -72,6 +73,18 @@ class DataConfig:
     corruption: str | None = None
     severity: int | None = None
     version: str = "v6"
+
+    def __post_init__(self) -> None:
+        # A float is a fraction, an int a count: 2.0 is neither, and rounding it to a
+        # count of 2 would silently validate on two images.
+        v = self.val_size
+        if isinstance(v, bool) or not (
+            v == 0 or (isinstance(v, int) and v >= 1) or (isinstance(v, float) and 0 < v < 1)
+        ):
+            raise ConfigError(
+                "data.val_size: expected 0, a fraction in (0, 1) such as 0.1, or a whole "
+                f"count >= 1 such as 500, got {v!r}"
+            )
 
 
 @dataclass

@@ -1,0 +1,108 @@
+"""Argument checks of the command line, run before any work starts.
+
+Each check turns a bad value into one :class:`~afa.errors.UserError` line that names the
+option (or config key) and the value, so a typo costs a second rather than a traceback
+after the first epoch. Library functions keep their own ``ValueError`` checks; these
+exist so that the user meets a named option instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from afa.errors import ConfigError, UserError
+
+#: Files of which a run directory holds at least one (``afa train``, ``eval``, ``analyze``).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "analysis.json")
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1 (``--n 0``, ``--k -3`` are refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def check_device(name: str, key: str = "device") -> None:
+    """Refuse a device this machine does not have, naming ``key`` and the value.
+
+    ``auto`` always passes (it falls back to the CPU). Without this, ``device=cuda`` on a
+    CPU-only build fails deep in torch with ``AssertionError: Torch not compiled with CUDA``.
+    """
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"{key}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}"
+        ) from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "torch was built without CUDA"
+                if torch.version.cuda is None
+                else "no GPU is visible"
+            )
+            raise ConfigError(
+                f"{key}={name!r}: CUDA is not available here ({why}); use cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{key}={name!r}: only {count} CUDA device(s) here (cuda:0..)")
+        return
+    if device.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise ConfigError(f"{key}={name!r}: device type {device.type!r} is not available here")
+
+
+def check_output_dir(path: str | Path, key: str) -> Path:
+    """Refuse an output location that cannot become a writable directory.
+
+    Nothing is created: the nearest existing ancestor must be a directory in which a
+    file can be written (a temporary file is made and removed at once), so ``/proc/x``,
+    a path below a file, or a read-only place fail here with one line.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{key}={str(path)!r}: is a file, not a directory")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{key}={str(path)!r}: {ancestor} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"{key}={str(path)!r}: cannot write in {ancestor} ({reason})") from None
+    return path
+
+
+def check_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Each path must be an existing directory holding a run's files (:data:`RUN_FILES`)."""
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"{p}: run directory not found")
+        if not p.is_dir():
+            raise UserError(f"{p}: expected a run directory, got a file")
+        if not any((p / name).is_file() for name in RUN_FILES):
+            raise UserError(
+                f"{p}: not a run directory (none of {', '.join(RUN_FILES)}); "
+                "give directories written by `afa train`"
+            )
+        out.append(p)
+    return out

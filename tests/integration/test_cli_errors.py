@@ -1,0 +1,342 @@
+"""Bad input at the command line: one line naming the key or file, exit status 2, no traceback.
+
+The battery of issue 13 (a new user's bad inputs across ``train``, ``eval``, ``analyze``,
+``compare`` and ``quickstart``) is kept as one table, :data:`CASES`; the valid inputs beside
+them must exit 0. Tests of single cases check what the table cannot (nothing trained or
+written before a refusal, the message's wording). One tiny trained run per module serves
+every row that needs a run.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from afa.cli.checks import check_device, check_output_dir, check_run_dirs
+from afa.cli.main import main
+from afa.errors import ConfigError, UserError
+
+#: Every `afa train` row carries these, so a row whose check is missing trains for seconds,
+#: not for the recipe's 100 epochs.
+TINY = ["train.epochs=1", "model.options={width: 4}", "eval.n_examples=24", "eval.attacks=[pgd]"]
+
+
+#: The progress log's lines (``HH:MM:SS message``), which are not the error.
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d ")
+
+
+def _train_row(recipe: str, *overrides: str) -> list[str]:
+    return ["train", recipe, "out_dir={tmp}", "name=r", *TINY, *overrides]
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory) -> dict[str, Path]:
+    """One trained run, plus the files and directories the table points at."""
+    root = tmp_path_factory.mktemp("cli_errors")
+    assert main(["train", "digits-pgd-at", f"out_dir={root}", "name=run", *TINY]) == 0
+    (root / "file.txt").write_text("not a directory\n")
+    (root / "empty").mkdir()
+    (root / "empty.yaml").write_text("# nothing here yet\n")
+    (root / "defaults.yaml").write_text("{}\n")
+    (root / "broken.yaml").write_text("data: [1, 2\n")
+    (root / "scalar.yaml").write_text("3\n")
+    (root / "bad.pt").write_bytes(b"not a checkpoint")
+    return {
+        "run": root / "run",
+        "runs": root,
+        "file": root / "file.txt",
+        "empty": root / "empty",
+        "emptyyaml": root / "empty.yaml",
+        "defaultsyaml": root / "defaults.yaml",
+        "brokenyaml": root / "broken.yaml",
+        "scalaryaml": root / "scalar.yaml",
+        "badpt": root / "bad.pt",
+    }
+
+
+# (row id, argv with {placeholders}, exit status, text the message must contain)
+CASES: list[tuple[str, list[str], int, str]] = [
+    # --- afa train: the recipe file
+    ("train-unknown-recipe", _train_row("digits-nosuch"), 2, "digits-nosuch"),
+    ("train-missing-yaml", _train_row("{tmp}/missing.yaml"), 2, "missing.yaml"),
+    ("train-empty-yaml", _train_row("{emptyyaml}"), 2, "empty.yaml: empty config file"),
+    ("train-broken-yaml", _train_row("{brokenyaml}"), 2, "broken.yaml: not valid YAML"),
+    ("train-scalar-yaml", _train_row("{scalaryaml}"), 2, "scalar.yaml: expected a mapping"),
+    # --- afa train: overrides
+    ("train-not-key-value", _train_row("digits-pgd-at", "epochs"), 2, "expected key=value"),
+    ("train-empty-key", _train_row("digits-pgd-at", "=5"), 2, "empty key"),
+    ("train-unknown-key", _train_row("digits-pgd-at", "threat.epss=0.1"), 2, "threat.epss"),
+    ("train-unknown-top-key", _train_row("digits-pgd-at", "epochs=3"), 2, "'epochs'"),
+    ("train-section-scalar", _train_row("digits-pgd-at", "train.optimizer=5"), 2, "optimizer"),
+    # --- afa train: values
+    ("threat-eps-negative", _train_row("digits-pgd-at", "threat.eps=-0.1"), 2, "threat.eps"),
+    ("threat-eps-text", _train_row("digits-pgd-at", "threat.eps=abc"), 2, "threat.eps"),
+    ("threat-eps-zero-division", _train_row("digits-pgd-at", "threat.eps=8/0"), 2, "threat.eps"),
+    ("threat-norm", _train_row("digits-pgd-at", "threat.norm=l3"), 2, "threat.norm"),
+    ("threat-steps", _train_row("digits-pgd-at", "threat.steps=-1"), 2, "threat.steps"),
+    ("threat-restarts", _train_row("digits-pgd-at", "threat.restarts=0"), 2, "threat.restarts"),
+    ("threat-bn-mode", _train_row("digits-pgd-at", "threat.bn_mode=test"), 2, "threat.bn_mode"),
+    ("train-epochs-zero", _train_row("digits-pgd-at", "train.epochs=0"), 2, "epochs"),
+    ("train-epochs-negative", _train_row("digits-pgd-at", "train.epochs=-2"), 2, "epochs"),
+    ("train-epochs-fraction", _train_row("digits-pgd-at", "train.epochs=1.5"), 2, "train.epochs"),
+    ("train-batch-size-zero", _train_row("digits-pgd-at", "train.batch_size=0"), 2, "batch_size"),
+    ("train-eval-every-zero", _train_row("digits-pgd-at", "train.eval_every=0"), 2, "eval_every"),
+    ("train-lr-zero", _train_row("digits-pgd-at", "train.optimizer.lr=0"), 2, "lr"),
+    ("train-optimizer-name", _train_row("digits-pgd-at", "train.optimizer.name=adam"), 2, "sgd"),
+    (
+        "train-milestones-order",
+        _train_row("digits-pgd-at", "train.schedule.milestones=[0.9, 0.5]"),
+        2,
+        "milestones",
+    ),
+    ("train-precision", _train_row("digits-pgd-at", "train.precision=fp8"), 2, "precision"),
+    ("train-ema-decay", _train_row("digits-pgd-at", "train.ema.decay=1.5"), 2, "decay"),
+    ("train-grad-clip", _train_row("digits-pgd-at", "train.grad_clip=0"), 2, "grad_clip"),
+    ("val-size-float-above-1", _train_row("digits-pgd-at", "data.val_size=2.0"), 2, "val_size"),
+    ("val-size-fraction-1.5", _train_row("digits-pgd-at", "data.val_size=1.5"), 2, "val_size"),
+    ("val-size-negative", _train_row("digits-pgd-at", "data.val_size=-0.1"), 2, "val_size"),
+    ("val-size-too-many", _train_row("digits-pgd-at", "data.val_size=100000"), 2, "val_size"),
+    ("data-name", _train_row("digits-pgd-at", "data.name=mnist"), 2, "mnist"),
+    ("model-name", _train_row("digits-pgd-at", "model.name=resnet81"), 2, "resnet81"),
+    ("method-name", _train_row("digits-pgd-at", "method.name=nosuch"), 2, "nosuch"),
+    ("method-option", _train_row("digits-pgd-at", "method.beta=6"), 2, "method.beta"),
+    ("classifier-end-to-end", _train_row("digits-pgd-at", "classifier.epochs=2"), 2, "classifier"),
+    # --- afa train: devices and places
+    ("device-unknown", _train_row("digits-pgd-at", "device=gpu"), 2, "device"),
+    ("device-cuda-index", _train_row("digits-pgd-at", "device=cuda:99"), 2, "device"),
+    ("out-dir-proc", ["train", "digits-pgd-at", "out_dir=/proc/afa", *TINY], 2, "out_dir"),
+    ("out-dir-file", ["train", "digits-pgd-at", "out_dir={file}", *TINY], 2, "out_dir"),
+    ("out-dir-below-file", ["train", "digits-pgd-at", "out_dir={file}/x", *TINY], 2, "out_dir"),
+    # --- afa train: an existing run
+    (
+        "train-over-finished-run",
+        ["train", "digits-pgd-at", "out_dir={runs}", "name=run", *TINY],
+        2,
+        "--resume",
+    ),
+    ("resume-nothing", [*_train_row("digits-pgd-at"), "--resume"], 2, "cannot resume"),
+    (
+        "resume-changed-key",
+        [
+            "train",
+            "digits-pgd-at",
+            "out_dir={runs}",
+            "name=run",
+            *TINY,
+            "threat.eps=0.1",
+            "--resume",
+        ],
+        2,
+        "threat.eps",
+    ),
+    # --- afa eval
+    ("eval-missing", ["eval", "{tmp}/nope"], 2, "nope"),
+    ("eval-not-checkpoint", ["eval", "{badpt}"], 2, "bad.pt"),
+    ("eval-empty-dir", ["eval", "{empty}"], 2, "best.pt"),
+    ("eval-n-zero", ["eval", "{run}", "--n", "0"], 2, "--n"),
+    ("eval-n-negative", ["eval", "{run}", "--n", "-5"], 2, "--n"),
+    ("eval-n-text", ["eval", "{run}", "--n", "ten"], 2, "--n"),
+    ("eval-batch-size-zero", ["eval", "{run}", "--batch-size", "0"], 2, "--batch-size"),
+    ("eval-attack-unknown", ["eval", "{run}", "--attacks", "nosuch"], 2, "nosuch"),
+    ("eval-attack-twice", ["eval", "{run}", "--attacks", "pgd,pgd"], 2, "once"),
+    ("eval-eps-negative", ["eval", "{run}", "--eps", "-1"], 2, "eps"),
+    ("eval-eps-text", ["eval", "{run}", "--eps", "big"], 2, "--eps"),
+    ("eval-step-size-text", ["eval", "{run}", "--step-size", "x"], 2, "--step-size"),
+    ("eval-which", ["eval", "{run}", "--which", "middle"], 2, "--which"),
+    ("eval-ema", ["eval", "{run}", "--ema", "maybe"], 2, "--ema"),
+    ("eval-device-cuda-index", ["eval", "{run}", "--device", "cuda:99"], 2, "--device"),
+    ("eval-device-unknown", ["eval", "{run}", "--device", "tpu0"], 2, "--device"),
+    ("eval-unknown-flag", ["eval", "{run}", "--fast"], 2, "--fast"),
+    # --- afa analyze
+    ("analyze-missing", ["analyze", "{tmp}/nope"], 2, "nope"),
+    ("analyze-k-zero", ["analyze", "{run}", "--k", "0"], 2, "--k"),
+    ("analyze-n-test-negative", ["analyze", "{run}", "--n-test", "-3"], 2, "--n-test"),
+    ("analyze-n-train-zero", ["analyze", "{run}", "--n-train", "0"], 2, "--n-train"),
+    ("analyze-device-cuda-index", ["analyze", "{run}", "--device", "cuda:99"], 2, "--device"),
+    # --- afa compare
+    ("compare-missing", ["compare", "{tmp}/nope"], 2, "nope: run directory not found"),
+    ("compare-empty-dir", ["compare", "{empty}"], 2, "not a run directory"),
+    ("compare-a-file", ["compare", "{file}"], 2, "file.txt"),
+    ("compare-out-file", ["compare", "{run}", "--out", "{file}"], 2, "--out"),
+    ("compare-out-proc", ["compare", "{run}", "--out", "/proc/report"], 2, "--out"),
+    # --- afa quickstart (each refused before the first method trains)
+    ("quickstart-attack", ["quickstart", "--out", "{tmp}/q", "--attacks", "nosuch"], 2, "nosuch"),
+    (
+        "quickstart-attacks-empty",
+        ["quickstart", "--out", "{tmp}/q", "--attacks", ""],
+        2,
+        "--attacks",
+    ),
+    ("quickstart-method", ["quickstart", "--out", "{tmp}/q", "--methods", "mart"], 2, "mart"),
+    (
+        "quickstart-method-twice",
+        ["quickstart", "--out", "{tmp}/q", "--methods", "afa,afa"],
+        2,
+        "once",
+    ),
+    (
+        "quickstart-methods-empty",
+        ["quickstart", "--out", "{tmp}/q", "--methods", ""],
+        2,
+        "--methods",
+    ),
+    (
+        "quickstart-eval-zero",
+        ["quickstart", "--out", "{tmp}/q", "--eval-examples", "0"],
+        2,
+        "--eval-examples",
+    ),
+    ("quickstart-epochs-zero", ["quickstart", "--out", "{tmp}/q", "--epochs", "0"], 2, "--epochs"),
+    ("quickstart-out-proc", ["quickstart", "--out", "/proc/qs"], 2, "--out"),
+    ("quickstart-out-file", ["quickstart", "--out", "{file}"], 2, "--out"),
+    ("quickstart-device", ["quickstart", "--out", "{tmp}/q", "--device", "cuda:99"], 2, "--device"),
+    # --- the command itself
+    ("no-command", [], 2, "COMMAND"),
+    ("unknown-command", ["fit"], 2, "fit"),
+    ("threads-zero", ["--threads", "0", "recipes"], 2, "--threads"),
+    # --- valid inputs: exit 0
+    ("help", ["--help"], 0, ""),
+    ("recipes", ["recipes"], 0, ""),
+    (
+        "resume-finished-run",
+        ["train", "digits-pgd-at", "out_dir={runs}", "name=run", *TINY, "--resume"],
+        0,
+        "",
+    ),
+    ("train-val-size-count", _train_row("digits-standard", "data.val_size=20"), 0, ""),
+    ("train-explicit-defaults", _train_row("{defaultsyaml}"), 0, ""),
+    (
+        "eval-valid",
+        ["eval", "{run}", "--n", "8", "--attacks", "pgd", "--no-sanity", "--device", "cpu"],
+        0,
+        "",
+    ),
+    ("analyze-valid", ["analyze", "{run}", "--n-test", "16", "--k", "3", "--no-figures"], 0, ""),
+    ("compare-valid", ["compare", "{run}", "--out", "{tmp}/report"], 0, ""),
+]
+
+
+def _fill(argv: list[str], places: dict[str, Path], tmp: Path) -> list[str]:
+    names = {"tmp": str(tmp), **{k: str(v) for k, v in places.items()}}
+    out = []
+    for arg in argv:
+        for name, value in names.items():
+            arg = arg.replace("{" + name + "}", value)
+        out.append(arg)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_table(argv, status, needle, places, tmp_path, capsys):
+    code = main(_fill(argv, places, tmp_path))
+    err = capsys.readouterr().err
+    assert code == status, err
+    assert "Traceback" not in err
+    if status == 2:
+        lines = [line for line in err.splitlines() if not LOG_LINE.match(line)]
+        assert len(lines) == 1, err
+        assert lines[0].startswith(("afa: error: ", "afa ")) and needle in lines[0], err
+
+
+def test_table_size():
+    """The issue's battery had 73 bad inputs; this table holds at least as many."""
+    bad = [c for c in CASES if c[2] != 0]
+    assert len(bad) >= 73 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_names_the_device(places, tmp_path, capsys):
+    assert main(_fill(_train_row("digits-pgd-at", "device=cuda"), places, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "device='cuda': CUDA is not available here" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # refused before the run directory was made
+    assert main(["eval", str(places["run"]), "--device", "cuda"]) == 2
+    assert "--device='cuda'" in capsys.readouterr().err
+
+
+def test_cli_error_in_a_fresh_process_has_no_traceback(places):
+    """What a user sees: a real process, its stderr and its exit status."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "afa", "analyze", str(places["run"]), "--k", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "afa analyze: error: argument --k: expected a whole number >= 1, got '0' "
+        "(see `afa analyze --help`)"
+    ]
+
+
+def test_quickstart_refuses_before_training(tmp_path, capsys):
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--out", str(out), "--methods", "standard,pgd-at", "--epochs", "1"]
+    assert main([*argv, "--attacks", "pgd,nosuch"]) == 2
+    assert "unknown attack 'nosuch'" in capsys.readouterr().err
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_compare_refuses_missing_and_empty_without_writing(places, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["compare", str(places["run"]), str(tmp_path / "gone"), "--out", str(out)]) == 2
+    assert "gone: run directory not found" in capsys.readouterr().err
+    assert main(["compare", str(places["empty"]), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_eval_n_negative_is_refused_not_read_as_all(places, capsys):
+    before = (
+        (places["run"] / "eval.json").read_bytes()
+        if (places["run"] / "eval.json").exists()
+        else None
+    )
+    assert main(["eval", str(places["run"]), "--n", "-5"]) == 2
+    after = (
+        (places["run"] / "eval.json").read_bytes()
+        if (places["run"] / "eval.json").exists()
+        else None
+    )
+    assert before == after  # nothing was evaluated
+
+
+# --- the checks as functions
+
+
+def test_check_device():
+    check_device("auto")
+    check_device("cpu")
+    with pytest.raises(ConfigError, match=r"^dev: expected 'auto', 'cpu'"):
+        check_device("gpu", "dev")
+    with pytest.raises(ConfigError, match=r"^dev='cuda:99'"):
+        check_device("cuda:99", "dev")
+
+
+def test_check_output_dir(tmp_path):
+    assert check_output_dir(tmp_path / "a" / "b", "out") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()  # checking creates nothing
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        check_output_dir(f, "out")
+    with pytest.raises(UserError, match=r"f is a file, not a directory"):
+        check_output_dir(f / "sub" / "dir", "out")
+    with pytest.raises(UserError, match=r"^out='/proc/x/y': cannot write in /proc"):
+        check_output_dir("/proc/x/y", "out")
+
+
+def test_check_run_dirs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "eval.json").write_text("{}")
+    assert check_run_dirs([tmp_path / "a"]) == [tmp_path / "a"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not a run directory"):
+        check_run_dirs([tmp_path / "a", tmp_path / "b"])
