@@ -20,6 +20,8 @@ SMALL: dict[str, tuple[str, dict, int, int]] = {
     "preact_resnet18-w8": ("preact_resnet18", {"width": 8}, 3, 32),
     "wrn-10-1-relu": ("wrn", {"depth": 10, "widen_factor": 1, "activation": "relu"}, 3, 32),
     "wrn-10-1-silu": ("wrn", {"depth": 10, "widen_factor": 1, "activation": "silu"}, 3, 32),
+    "dm-wrn-10-1": ("dm-wrn", {"depth": 10, "widen_factor": 1}, 3, 32),
+    "dm-preact-resnet-w8": ("dm-preact-resnet", {"width": 8}, 3, 32),
 }
 
 # Parameters for 10 classes at the default options. Published figures: ResNet-18 (CIFAR)
@@ -32,6 +34,8 @@ PARAM_COUNTS = {
     "wrn-28-10": 36_479_194,
     "wrn-34-10": 46_160_474,
     "wrn-70-16": 266_796_506,
+    "dm-wrn": 36_479_194,  # the same WRN-28-10 in DeepMind's layout (SAME padding, SiLU)
+    "dm-preact-resnet": 12_548_426,  # PreAct-18 with 3x3 shortcuts
 }
 PUBLISHED = {
     "resnet18": (11.17e6, 0.005),
