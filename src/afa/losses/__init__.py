@@ -4,6 +4,7 @@ No loss calls a model, an attack or an optimizer; each computes in float32 (auto
 
 * :mod:`~afa.losses.views`: the multi-view layout and the anchor/positive/negative masks.
 * :mod:`~afa.losses.contrastive`: the AFA loss (and the SupCon denominator).
+* :mod:`~afa.losses.ntxent`: SimCLR's NT-Xent (ACL, DynACL) on the same machinery.
 * :mod:`~afa.losses.distributed`: gathering the contrast set across ranks.
 * :mod:`~afa.losses.trades`, :mod:`~afa.losses.mart`: the TRADES and MART outer losses.
 """
@@ -20,6 +21,7 @@ from afa.losses.contrastive import (
 )
 from afa.losses.distributed import gather_with_grad, is_distributed, scale_grad, world_size
 from afa.losses.mart import mart_loss, mart_terms
+from afa.losses.ntxent import NTXentLoss, NTXentOutput, nt_xent, view_sample_ids
 from afa.losses.trades import trades_loss, trades_terms
 from afa.losses.views import AnchorSet, Views, anchor_mask, pair_masks
 
@@ -29,6 +31,8 @@ __all__ = [
     "AnchorSet",
     "ContrastiveOutput",
     "Denominator",
+    "NTXentLoss",
+    "NTXentOutput",
     "Views",
     "afa_loss",
     "anchor_mask",
@@ -37,11 +41,13 @@ __all__ = [
     "is_distributed",
     "mart_loss",
     "mart_terms",
+    "nt_xent",
     "pair_masks",
     "per_row_terms",
     "reduce_anchors",
     "scale_grad",
     "trades_loss",
     "trades_terms",
+    "view_sample_ids",
     "world_size",
 ]
