@@ -1,0 +1,161 @@
+"""One writer per run directory: an exclusive ``flock`` on ``RUN_DIR/.lock``.
+
+Two ``afa train`` processes (or a ``--resume`` while the run still trains) writing one run
+directory interleave ``metrics.jsonl`` and leave a ``config.yaml`` of one run beside the
+``last.pt`` of the other. :func:`run_lock` holds an exclusive, non-blocking ``flock`` for
+the life of a run; the second writer is refused at once with one line naming the holder.
+
+The lock is the kernel's, not the file's: it is released on any exit, ``kill -9``
+included, so a dead holder never blocks anyone. The file holds the holder's pid, host and
+start time (for the refusal message) and is emptied on a clean release; a new writer that
+finds it non-empty knows the previous one died mid-run, says so, and takes over. The file
+itself is never removed (unlinking a lock file races with a writer that opened it just
+before).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from afa.errors import UserError
+
+log = logging.getLogger("afa")
+
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(UserError):
+    """Another live process holds the run directory's lock."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds (or last held) a run directory's lock."""
+
+    pid: int
+    host: str
+    started: str
+    command: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, since {self.started}"
+
+
+@dataclass(frozen=True)
+class RunLock:
+    """A held lock: the lock file and, when one died holding it, the previous holder."""
+
+    path: Path
+    holder: LockHolder
+    stale: LockHolder | None
+
+
+def _me() -> LockHolder:
+    return LockHolder(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        command=" ".join(sys.argv[:8]),
+    )
+
+
+def _parse(text: str) -> LockHolder | None:
+    if not text.strip():
+        return None
+    try:
+        data: Any = json.loads(text)
+        return LockHolder(
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            started=str(data.get("started", "?")),
+            command=str(data.get("command", "")),
+        )
+    except (ValueError, KeyError, TypeError):
+        return LockHolder(pid=-1, host="?", started="?", command=text.strip()[:80])
+
+
+def read_holder(run_dir: str | os.PathLike[str]) -> LockHolder | None:
+    """The holder written in ``run_dir/.lock`` (None when there is none or it is empty).
+
+    The file says who took the lock last; only :func:`is_locked` says whether a live
+    process still holds it.
+    """
+    try:
+        return _parse((Path(run_dir) / LOCK_NAME).read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def is_locked(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether a live process holds the lock of ``run_dir`` now."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[RunLock]:
+    """Hold ``run_dir``'s exclusive writer lock for the body of the ``with``.
+
+    Creates ``run_dir`` if needed. A lock left by a process that died holding it is taken
+    over, with a warning naming that process.
+
+    Raises:
+        RunLockedError: another live process holds it (its pid and host are named).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _parse(path.read_text())
+            who = holder.describe() if holder else "a process that has not written its pid yet"
+            raise RunLockedError(
+                f"{run_dir}: another afa process is writing this run directory ({who}); "
+                "wait for it to finish, or stop it and resume with --resume"
+            ) from None
+        try:
+            stale = _parse(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
+            if stale is not None:
+                log.warning(
+                    "%s: taking over the lock left by %s, which ended without releasing it "
+                    "(killed or crashed)",
+                    run_dir,
+                    stale.describe(),
+                )
+            me = _me()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me.__dict__) + "\n").encode(), 0)
+            os.fsync(fd)
+            yield RunLock(path=path, holder=me, stale=stale)
+        finally:
+            # Empty the file first: a non-empty file under a free lock means "died holding it".
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

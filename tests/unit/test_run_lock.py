@@ -1,0 +1,84 @@
+"""The run directory's writer lock: one holder, refused second writers, stale locks taken over."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from afa._lock import LOCK_NAME, RunLockedError, is_locked, read_holder, run_lock
+
+HOLDER = """
+import sys, time
+from afa._lock import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.readline()  # hold until told (or killed)
+"""
+
+
+def _hold_in_child(run_dir) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+    with run_lock(tmp_path / "run") as lock:
+        assert lock.holder.pid == os.getpid() and lock.stale is None
+        assert is_locked(tmp_path / "run")
+        with pytest.raises(RunLockedError, match=rf"pid {os.getpid()} on "):
+            with run_lock(tmp_path / "run"):
+                pass
+    # released: the file is emptied and the next writer gets it without a stale warning
+    assert not is_locked(tmp_path / "run") and read_holder(tmp_path / "run") is None
+    with run_lock(tmp_path / "run") as again:
+        assert again.stale is None
+
+
+def test_released_when_the_body_raises(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with run_lock(tmp_path):
+            raise RuntimeError("boom")
+    assert not is_locked(tmp_path)
+    with run_lock(tmp_path):
+        pass
+
+
+def test_other_process_holds_then_dies(tmp_path, caplog):
+    run = tmp_path / "run"
+    child = _hold_in_child(run)
+    try:
+        with pytest.raises(RunLockedError) as info:
+            with run_lock(run):
+                pass
+        assert f"pid {child.pid} on " in str(info.value) and "\n" not in str(info.value)
+        assert read_holder(run).pid == child.pid and is_locked(run)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # kill -9 released the kernel lock but left the holder's record: a stale lock
+    assert not is_locked(run) and read_holder(run).pid == child.pid
+    with caplog.at_level(logging.WARNING, logger="afa"):
+        with run_lock(run) as lock:
+            assert lock.stale is not None and lock.stale.pid == child.pid
+            assert read_holder(run).pid == os.getpid()
+    assert f"taking over the lock left by pid {child.pid}" in caplog.text
+
+
+def test_clean_exit_of_another_process_is_not_stale(tmp_path):
+    child = _hold_in_child(tmp_path)
+    child.communicate("\n")
+    assert child.returncode == 0
+    assert (tmp_path / LOCK_NAME).read_text() == ""
+    with run_lock(tmp_path) as lock:
+        assert lock.stale is None
