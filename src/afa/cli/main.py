@@ -119,6 +119,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="report directory (default: the runs' parent)")
     c.add_argument("--title", default="afa report")
 
+    x = sub.add_parser(
+        "export",
+        help="a run's eval.json as RobustBench's model_info JSON",
+        description="Writes RUN/model_info/<dataset>/<Linf|L2>/<name>.json in RobustBench's "
+        "format from RUN/eval.json (and RUN/config.yaml); the paper's fields (link, name, "
+        "authors, venue, reported) are left empty and listed.",
+    )
+    x.add_argument("run", help="run directory holding eval.json")
+    x.add_argument("--out", default=None, help="the JSON file to write instead")
+    x.add_argument("--name", default=None, help="model ID of the file name (default: RUN's name)")
+
     q = sub.add_parser(
         "quickstart",
         help="train every method on digits, evaluate, analyse, report",
@@ -243,6 +254,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = check_output_dir(Path(args.out) if args.out else runs[0].parent, "--out")
         paths = compare(runs, out, title=args.title)
         print(f"report: {paths['html']}")
+        return 0
+    if args.command == "export":
+        from afa.report.export import export_run
+
+        path, _, empty, notes = export_run(Path(args.run), args.out, name=args.name)
+        print(f"model_info: {path}")
+        if empty:
+            print(f"left empty (eval.json does not know them): {', '.join(empty)}")
+        for note in notes:
+            print(f"note: {note}")
         return 0
     if args.command == "quickstart":
         from afa.quickstart import check_quickstart_args, quickstart
