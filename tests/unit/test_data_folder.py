@@ -271,3 +271,15 @@ def test_decode_image_formats_and_modes():
     got = folder_mod.decode_image(buf.getvalue(), "x", size=None, resize=False, color="rgb")
     assert got.shape == (3, 5, 4)
     assert folder_mod.is_image("A/B.JPEG") and not folder_mod.is_image("a_boxes.txt")
+
+
+def test_a_folder_marked_read_only_is_refused_even_for_root(tmp_path):
+    root = tmp_path / "shared" / "ds"
+    _write_layout(root)
+    (tmp_path / "shared").chmod(0o555)
+    try:
+        with pytest.raises(DataError, match=r"shared is read-only\); set data.cache_dir"):
+            load_splits(DataConfig(name="imagefolder", root=str(root), val_size=0))
+        assert not (tmp_path / "shared" / "ds.afa-cache").exists()
+    finally:
+        (tmp_path / "shared").chmod(0o755)

@@ -11,7 +11,14 @@ Typical use::
             x = augment(to_float(x, device))     # float32 in [0, 1] on the device
 """
 
-from afa.data import cifar, digits, folder, npz, shift  # noqa: F401  (register the datasets)
+from afa.data import (  # noqa: F401  (register the datasets)
+    cifar,
+    digits,
+    folder,
+    npz,
+    shift,
+    tiny_imagenet,
+)
 from afa.data.augment import make_augment, to_float
 from afa.data.base import DataConfig, DatasetInfo, ImageSet, Splits
 from afa.data.generated import load_generated

@@ -248,6 +248,7 @@ def cached_splits(
     hit = _read_cache(cache, fingerprint)
     if hit is not None:
         return hit
+    _check_writable(cache)
     p = plan()
     n = sum(len(names) for names, _ in p.splits.values())
     log.info("decoding %d images of %s into %s", n, p.tree.path, cache)
@@ -262,6 +263,19 @@ def cached_splits(
     if hit is None:  # pragma: no cover - written just above
         raise DataError(f"{cache}: the cache just written cannot be read back")
     return hit
+
+
+def _check_writable(cache: Path) -> None:
+    """Refuse a folder marked read-only (no write bit at all), even where the process could
+    write there anyway (root ignores the mode): shared data folders are marked so."""
+    folder = cache.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.stat().st_mode & 0o222:
+        raise DataError(
+            f"{cache}: cannot write the decoded-image cache ({folder} is read-only); "
+            "set data.cache_dir to a writable folder"
+        )
 
 
 def _read_cache(
