@@ -21,13 +21,14 @@ LAYERS = {
     "afa.attacks": 3,
     "afa.losses": 3,
     "afa.methods": 4,
-    "afa.training": 5,
-    "afa.evaluation": 6,
-    "afa.analysis": 6,
-    "afa.report": 7,
-    "afa.cli": 7,
-    "afa.quickstart": 7,
-    "afa.__main__": 7,
+    "afa.runs": 5,  # the run schema, run directories, loading a trained run
+    "afa.training": 6,
+    "afa.evaluation": 7,
+    "afa.analysis": 7,
+    "afa.report": 8,
+    "afa.cli": 8,
+    "afa.quickstart": 8,
+    "afa.__main__": 8,
 }
 
 
@@ -75,6 +76,25 @@ def test_imports_respect_layers(path: Path) -> None:
         assert layer_of(target) <= mine, (
             f"{module_name(path)} (L{mine}) imports {target} (L{layer_of(target)})"
         )
+
+
+#: Packages that read trained runs: they load them through ``afa.runs``, never the trainer.
+READERS = ("afa.evaluation", "afa.analysis", "afa.report")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in FILES if module_name(p).startswith(READERS)],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_evaluation_analysis_and_report_never_import_training(path: Path) -> None:
+    trainer = [t for t in imports(path) if t == "afa.training" or t.startswith("afa.training.")]
+    assert not trainer, f"{module_name(path)} imports {trainer}; load runs through afa.runs"
+
+
+def test_runs_sit_after_methods_and_before_training() -> None:
+    assert layer_of("afa.methods") < layer_of("afa.runs") < layer_of("afa.training")
+    assert layer_of("afa.runs") < min(layer_of(r) for r in READERS)
 
 
 FORBIDDEN = ("torchvision", "timm", "robustbench")  # their wheels do not import here

@@ -11,6 +11,7 @@ from torch import nn
 
 import afa.training.checkpoint as ckpt_module
 from afa.errors import CheckpointError
+from afa.runs import EMAConfig
 from afa.training import (
     FORMAT,
     PAYLOAD_KEYS,
@@ -19,7 +20,7 @@ from afa.training import (
     save_checkpoint,
     set_rng_state,
 )
-from afa.training.checkpoint import eval_state_dict, load_method_extra_state, method_extra_state
+from afa.training.checkpoint import load_method_extra_state, method_extra_state
 
 
 def _payload(value: float = 1.0) -> dict:
@@ -131,7 +132,11 @@ def test_method_extra_state_excludes_the_classifier():
         load_method_extra_state(b, {})
 
 
-def test_eval_state_dict_picks_the_validated_weights():
-    payload = {"model": {"w": 1}, "ema": {"w": 2}, "eval_weights": "ema"}
-    assert eval_state_dict(payload) == {"w": 2}
-    assert eval_state_dict({**payload, "eval_weights": "model"}) == {"w": 1}
+def test_one_rule_says_which_weights_are_evaluated():
+    # eval_state_dict (used by tests only) gave way to the rule the loop, afa eval and
+    # afa analyze share: the EMA's weights when it is on and used for evaluation, unless
+    # the caller chooses explicitly
+    on, unused, off = EMAConfig(decay=0.9), EMAConfig(decay=0.9, use_for_eval=False), EMAConfig()
+    assert on.evaluated() and not unused.evaluated() and not off.evaluated()
+    assert not on.evaluated(False) and unused.evaluated(True)
+    assert not off.evaluated(True)  # no EMA weights exist

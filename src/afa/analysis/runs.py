@@ -9,7 +9,7 @@ import torch
 
 from afa.analysis.analyze import analyze, write_analysis
 from afa.data import Splits, load_splits
-from afa.training.plan import load_trained, resolve_device
+from afa.runs import load_trained, resolve_device
 
 
 def analyze_run(

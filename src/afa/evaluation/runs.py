@@ -14,7 +14,7 @@ from afa.data import Splits, load_splits
 from afa.errors import ConfigError
 from afa.evaluation.record import write_eval_json
 from afa.evaluation.robust import EvalResult, evaluate
-from afa.training.plan import adversarial_epochs, load_trained, resolve_device
+from afa.runs import adversarial_epochs, load_trained, resolve_device
 
 log = logging.getLogger("afa")
 
@@ -87,9 +87,7 @@ def evaluate_run(
             "method": cfg.method_name,
             "checkpoint": str(ckpt_path),
             "which": which,
-            "ema": bool(ema)
-            if ema is not None
-            else cfg.train.ema.use_for_eval and cfg.train.ema.decay > 0,
+            "ema": cfg.train.ema.evaluated(ema),
             "training_threat_model": dataclasses.asdict(cfg.threat),
             "threat_overrides": overrides,
             "adversarial_epochs": adversarial_epochs(cfg),

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from afa._io import read_jsonl
 from afa.attacks.threat import format_radius
 from afa.config import parse_number
 from afa.errors import ConfigError
@@ -152,26 +153,21 @@ def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         notes.append("no metrics.jsonl")
         return []
-    rows, bad = [], 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+    bad: list[int] = []
+    try:
+        rows = read_jsonl(path, on_bad_line=lambda number, _line: bad.append(number))
+    except OSError as exc:
+        notes.append(f"metrics.jsonl unreadable ({exc.__class__.__name__})")
+        return []
     if bad:
-        notes.append(f"metrics.jsonl: {bad} unreadable line(s) skipped")
+        notes.append(f"metrics.jsonl: {len(bad)} unreadable line(s) skipped")
     return rows
 
 
 def _adversarial_epochs_from_config(raw: dict[str, Any]) -> int | None:
     """The training plan's own count, when the config parses (it may be a partial one)."""
     try:
-        from afa.training.plan import adversarial_epochs, parse_run_config
+        from afa.runs import adversarial_epochs, parse_run_config
 
         return int(adversarial_epochs(parse_run_config(raw)))
     except Exception:  # a config from another version, or hand-written: not ours to judge

@@ -3,14 +3,15 @@
 ``fit`` runs a list of ``Stage`` s (method + epochs + optimizer + schedule) over one
 Classifier: autocast, gradient scaling and clipping, per-step LR schedules, EMA, DDP,
 validation under the shared threat model, ``metrics.jsonl``, and complete, atomic,
-weights-only checkpoints that resume exactly. The run schema and the stage planner live
-in ``afa.training.plan`` (import it from there).
+weights-only checkpoints that resume exactly. The stage planner and ``train_run`` live
+in ``afa.training.plan`` (import it from there); the run schema, the run directory and
+loading a trained run in :mod:`afa.runs` (the training options are re-exported here).
 """
 
+from afa.runs import RESUME_KEYS, EMAConfig, OptimConfig, ScheduleConfig, TrainConfig
 from afa.training.checkpoint import (
     FORMAT,
     PAYLOAD_KEYS,
-    eval_state_dict,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -20,9 +21,8 @@ from afa.training.checkpoint import (
 from afa.training.distributed import DistContext, wrap_ddp
 from afa.training.ema import ModelEMA
 from afa.training.logging import MetricsWriter, read_metrics
-from afa.training.loop import RESUME_KEYS, Stage, TrainState, fit
+from afa.training.loop import Stage, TrainState, fit
 from afa.training.optim import build_optimizer
-from afa.training.options import EMAConfig, OptimConfig, ScheduleConfig, TrainConfig
 from afa.training.precision import autocast_context, make_grad_scaler
 from afa.training.schedules import LRSchedule, lr_at
 from afa.training.validate import validate
@@ -43,7 +43,6 @@ __all__ = [
     "TrainState",
     "autocast_context",
     "build_optimizer",
-    "eval_state_dict",
     "fit",
     "load_checkpoint",
     "lr_at",

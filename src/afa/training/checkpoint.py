@@ -1,23 +1,8 @@
-"""Complete, atomic, safe checkpoints, and the RNG states a resumed run needs.
+"""Writing complete, atomic, safe checkpoints, and the RNG states a resumed run needs.
 
-A checkpoint is a dict of weights-only-loadable values (tensors, numbers, strings, None,
-lists, tuples, dicts), loaded with ``torch.load(weights_only=True)``, so loading never
-executes code. The payload written by ``afa.training.fit`` (``format`` =
-``"afa-checkpoint/1"``):
-
-* ``model``: the Classifier's state dict, saved from the unwrapped module (no ``module.``
-  or ``_orig_mod.`` prefixes);
-* ``method``: the Method's own state without the ``model.`` entries (projection heads ...);
-* ``optimizer``, ``scheduler`` (``LRSchedule``), ``scaler`` (empty unless fp16);
-* ``ema``: the averaged Classifier's state dict (loadable like ``model``) or None;
-  ``ema_updates``: the EMA's update count;
-* ``eval_weights``: ``"ema"`` or ``"model"``, the weights that validation measured;
-* ``stage``: ``{"index", "name"}``; ``epoch``: completed epochs within the stage;
-  ``global_epoch``: completed epochs over all stages; ``global_step``: optimizer steps;
-* ``best``: ``{"metric", "value", "stage", "epoch", "global_epoch"}`` or None;
-* ``rng``: one ``rng_state()`` per rank; ``world_size``;
-* ``config``: the resolved run config as a plain dict; ``metrics``: the epoch's record;
-* whatever the caller added through ``fit(extra=...)`` (e.g. ``dataset_info``).
+The payload ``afa.training.fit`` writes, and reading it back (``load_checkpoint``,
+``weights_only=True``), are described in :mod:`afa.runs.checkpoint`, where evaluation and
+analysis read it without importing the trainer.
 """
 
 from __future__ import annotations
@@ -25,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,31 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from afa._io import fsync_dir, tmp_name
 from afa.errors import CheckpointError
-
-FORMAT = "afa-checkpoint/1"
-
-#: Every key ``fit`` writes (``load_checkpoint`` checks they are present).
-PAYLOAD_KEYS = (
-    "format",
-    "model",
-    "method",
-    "optimizer",
-    "scheduler",
-    "scaler",
-    "ema",
-    "ema_updates",
-    "eval_weights",
-    "stage",
-    "epoch",
-    "global_epoch",
-    "global_step",
-    "best",
-    "rng",
-    "world_size",
-    "config",
-    "metrics",
-)
+from afa.runs.checkpoint import FORMAT, PAYLOAD_KEYS, load_checkpoint
 
 
 def save_checkpoint(
@@ -78,7 +40,7 @@ def save_checkpoint(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     made = [tmp]
     try:
         with open(tmp, "wb") as f:
@@ -86,7 +48,7 @@ def save_checkpoint(
             f.flush()
             os.fsync(f.fileno())
         for copy in map(Path, copies):
-            copy_tmp = _tmp_name(copy)
+            copy_tmp = tmp_name(copy)
             made.append(copy_tmp)
             try:
                 os.link(
@@ -96,69 +58,18 @@ def save_checkpoint(
                 shutil.copyfile(tmp, copy_tmp)
                 _fsync_file(copy_tmp)
             os.replace(copy_tmp, copy)
-            _fsync_dir(copy.parent)
+            fsync_dir(copy.parent)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         for t in made:
             if t.exists():
                 t.unlink()
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-
-
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read an ``afa`` checkpoint safely (``weights_only=True``) onto the CPU.
-
-    Raises:
-        CheckpointError: naming ``path``, when the file is missing, unreadable or
-            corrupted, holds non-weights objects, or is not a complete afa checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, unsafe pickle ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(
-            f"{path}: not an afa checkpoint (expected format {FORMAT!r}, got {found!r})"
-        )
-    missing = [k for k in PAYLOAD_KEYS if k not in payload]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing key {missing[0]!r}")
-    return payload
-
-
-def eval_state_dict(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The Classifier weights that validation measured (EMA when the run validated it)."""
-    if payload.get("eval_weights") == "ema" and payload.get("ema") is not None:
-        return payload["ema"]
-    return payload["model"]
 
 
 def method_extra_state(method: nn.Module) -> dict[str, Any]:
@@ -239,7 +150,6 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device | None = None) 
 __all__ = [
     "FORMAT",
     "PAYLOAD_KEYS",
-    "eval_state_dict",
     "load_checkpoint",
     "load_method_extra_state",
     "method_extra_state",

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from afa.errors import ConfigError
+from afa.runs.load import resolve_device
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,7 @@ class DistContext:
         Raises:
             ConfigError: CUDA asked for but unavailable, or fewer GPUs than local ranks.
         """
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            device = torch.device(device)
-        except RuntimeError:
-            raise ConfigError(
-                f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
-            ) from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {str(device)!r} was asked for but CUDA is not available")
+        device = resolve_device(device)
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls.single(device)

@@ -34,6 +34,7 @@ from afa.attacks.threat import ThreatModel
 from afa.data import to_float
 from afa.errors import CheckpointError
 from afa.methods.base import Batch, Method
+from afa.runs import RESUME_KEYS, OptimConfig, ScheduleConfig, TrainConfig
 from afa.training.checkpoint import (
     FORMAT,
     PAYLOAD_KEYS,
@@ -49,32 +50,11 @@ from afa.training.distributed import DistContext, wrap_ddp
 from afa.training.ema import ModelEMA
 from afa.training.logging import MetricsWriter, Progress, format_values
 from afa.training.optim import build_optimizer
-from afa.training.options import OptimConfig, ScheduleConfig, TrainConfig
 from afa.training.precision import autocast_context, check_precision, make_grad_scaler
 from afa.training.schedules import LRSchedule
 from afa.training.validate import validate
 
 log = logging.getLogger("afa.training")
-
-#: Config entries (dotted prefixes) that must match for ``resume=True``: what defines the
-#: data, the model, the objective and the optimisation. Logging, validation frequency,
-#: ``compile`` and the like may change between the interrupted run and its resumption.
-RESUME_KEYS: tuple[str, ...] = (
-    "data",
-    "model",
-    "method",
-    "threat",
-    "classifier",
-    "train.epochs",
-    "train.batch_size",
-    "train.optimizer",
-    "train.schedule",
-    "train.grad_clip",
-    "train.seed",
-    "train.precision",
-    "train.ema",
-    "train.sync_bn",
-)
 
 
 class TrainLoader(Protocol):
@@ -565,4 +545,4 @@ def _restore_rng(
     seed_all(seed + ctx.rank + 1_000_003 * global_epoch)
 
 
-__all__ = ["RESUME_KEYS", "Stage", "TrainState", "config_difference", "fit"]
+__all__ = ["Stage", "TrainState", "config_difference", "fit"]

@@ -1,143 +1,42 @@
-"""The run schema and the stage planner.
+"""The stage planner and ``train_run``: a :class:`~afa.runs.RunConfig` becomes stages.
 
-A run config is YAML -> ``key=value`` overrides -> :class:`RunConfig` (strict, typed).
-It is the only object that sees the whole configuration: :func:`build_stages` hands each
-builder its own piece (the data its ``DataConfig``, the model its ``ModelConfig``, every
-method the one shared ``ThreatModel`` and its own options).
+The planner is, with the CLI, the only code that sees the whole configuration:
+:func:`build_stages` hands each builder its own piece (the model its ``ModelConfig``,
+every method the one shared ``ThreatModel`` and its own options) and asks the method for
+its traits (pre-training, the classifier stage, the selection metric). The run schema,
+the run directory and loading a trained run live in :mod:`afa.runs`; their names are
+re-exported here for callers of the earlier layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
 
 import torch
-import yaml
 
-from afa.attacks.threat import ThreatModel
-from afa.config import apply_overrides, from_dict, load_yaml, to_dict
-from afa.data import DataConfig, DatasetInfo, Splits, build_train_loader, load_splits, make_augment
-from afa.errors import ConfigError
+from afa.config import from_dict, to_dict
+from afa.data import Splits, build_train_loader, load_splits, make_augment
 from afa.methods import METHODS, Method, method_config_class
-from afa.models import Classifier, create_model
-from afa.training.checkpoint import load_checkpoint
+from afa.models import Classifier
+from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier home)
+    ClassifierConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    adversarial_epochs,
+    build_model,
+    dataset_info_from_checkpoint,
+    load_run_config,
+    load_trained,
+    parse_run_config,
+    resolve_device,
+    write_config,
+)
 from afa.training.distributed import DistContext
 from afa.training.loop import Stage, TrainState, fit
-from afa.training.options import OptimConfig, ScheduleConfig, TrainConfig
 
 log = logging.getLogger("afa")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """A registered architecture and its keyword options (``width``, ``activation`` ...)."""
-
-    name: str = "cnn"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Stage 2 of a pre-training method (``afa``, ``supcon``).
-
-    Attributes:
-        protocol: ``linear`` (frozen encoder, clean CE), ``linear-adv`` (frozen encoder,
-            PGD-CE adversaries), ``finetune`` (the whole network with ``finetune_method``).
-        finetune_method: ``trades`` or ``pgd-at`` for ``finetune``.
-        beta: TRADES β for ``finetune_method: trades``.
-    """
-
-    protocol: Literal["linear", "linear-adv", "finetune"] = "linear"
-    finetune_method: Literal["pgd-at", "trades"] = "trades"
-    beta: float = 6.0
-    epochs: int = 10
-    optimizer: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    grad_clip: float | None = None
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Defaults of ``afa eval`` for this run (each can be changed on its command line)."""
-
-    n_examples: int | None = None
-    batch_size: int = 256
-    attacks: list[str] = field(default_factory=lambda: ["pgd", "cw", "autoattack"])
-    pgd_steps: int = 20
-    cw_steps: int = 30
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a run needs; written to ``RUN_DIR/config.yaml`` before step 0."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    threat: ThreatModel = field(default_factory=ThreatModel)
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "standard"})
-    train: TrainConfig = field(default_factory=TrainConfig)
-    classifier: ClassifierConfig | None = None
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    out_dir: str = "runs"
-    name: str | None = None
-    device: str = "auto"
-
-    @property
-    def method_name(self) -> str:
-        return str(self.method["name"])
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out_dir) / (self.name or f"{self.data.name}-{self.method_name}")
-
-
-def parse_run_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Validate a raw config (after ``key=value`` overrides) into a :class:`RunConfig`.
-
-    The method's options are checked against that method's own schema and stored fully
-    resolved (every default written out), so the saved config says exactly what ran.
-    """
-    cfg = from_dict(RunConfig, apply_overrides(raw, list(overrides)))
-    method = dict(cfg.method)
-    if "name" not in method:
-        raise ConfigError("missing key 'method.name'")
-    name = str(method.pop("name"))
-    cls = METHODS.get(name)
-    options = from_dict(method_config_class(cls), method, "method")
-    resolved = {"name": name, **to_dict(options)}
-    classifier = cfg.classifier
-    if cls.pretraining and classifier is None:
-        classifier = ClassifierConfig()
-    if not cls.pretraining and classifier is not None:
-        pretraining = ", ".join(n for n in METHODS if METHODS.get(n).pretraining)
-        raise ConfigError(
-            f"classifier: method {name!r} trains the classifier end to end; "
-            f"the 'classifier' section is only for pre-training methods ({pretraining})"
-        )
-    return dataclasses.replace(cfg, method=resolved, classifier=classifier)
-
-
-def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML recipe, apply overrides, validate."""
-    return parse_run_config(load_yaml(path), overrides)
-
-
-def build_model(cfg: RunConfig, info: DatasetInfo) -> Classifier:
-    """The run's architecture for this dataset (normalisation from the dataset)."""
-    c, h, _ = info.image_shape
-    return create_model(
-        cfg.model.name,
-        info.num_classes,
-        in_channels=c,
-        image_size=h,
-        mean=info.mean,
-        std=info.std,
-        **cfg.model.options,
-    )
 
 
 def build_method(cfg: RunConfig, model: Classifier) -> Method:
@@ -182,30 +81,6 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
     ]
 
 
-def resolve_device(name: str, dist: DistContext | None = None) -> torch.device:
-    """``auto``: the process's CUDA device when one is visible, else the CPU."""
-    if dist is not None and dist.enabled:
-        return dist.device
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}"
-        ) from None
-
-
-def write_config(cfg: RunConfig, run_dir: Path) -> Path:
-    """Write the resolved config to ``run_dir/config.yaml`` (atomically)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
-    return path
-
-
 def train_run(
     cfg: RunConfig,
     *,
@@ -224,7 +99,7 @@ def train_run(
 
 
 def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | None) -> TrainState:
-    device = resolve_device(cfg.device, dist)
+    device = dist.device if dist.enabled else resolve_device(cfg.device)
     torch.manual_seed(cfg.train.seed)
     splits = splits or load_splits(cfg.data)
     model = build_model(cfg, splits.info).to(device)
@@ -266,54 +141,18 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
     )
 
 
-def load_trained(
-    path: str | Path, *, which: Literal["best", "last"] = "best", ema: bool | None = None
-) -> tuple[Classifier, RunConfig, Path]:
-    """Rebuild a trained classifier from a run directory or a bare checkpoint file.
-
-    The architecture comes from the config stored in the checkpoint, so a checkpoint
-    file alone is enough. ``ema``: use the EMA weights when present (default: when the
-    run's config says evaluation uses them).
-
-    Returns:
-        (model on CPU in eval mode, the run's config, the checkpoint path).
-    """
-    path = Path(path)
-    ckpt_path = path / f"{which}.pt" if path.is_dir() else path
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = parse_run_config(ckpt["config"])
-    info = dataset_info_from_checkpoint(ckpt, cfg)
-    model = build_model(cfg, info)
-    use_ema = cfg.train.ema.use_for_eval if ema is None else ema
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"{ckpt_path}: weights do not fit model {cfg.model.name!r}: {exc}"
-        ) from None
-    return model.eval(), cfg, ckpt_path
-
-
-def dataset_info_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig) -> DatasetInfo:
-    """Dataset facts saved with the run (so a bare checkpoint needs no data files)."""
-    info = ckpt.get("dataset_info")
-    if info is None:
-        return load_splits(cfg.data).info
-    return DatasetInfo(
-        name=info["name"],
-        num_classes=int(info["num_classes"]),
-        image_shape=tuple(info["image_shape"]),
-        mean=tuple(info["mean"]),
-        std=tuple(info["std"]),
-        class_names=tuple(info["class_names"]),
-        augment=info["augment"],
-    )
-
-
-def adversarial_epochs(cfg: RunConfig) -> int:
-    """Epochs that craft adversaries: the budget on which methods are compared fairly."""
-    n = 0 if METHODS.get(cfg.method_name).clean_training else cfg.train.epochs
-    if cfg.classifier is not None and cfg.classifier.protocol != "linear":
-        n += cfg.classifier.epochs
-    return n
+__all__ = [
+    "ClassifierConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "RunConfig",
+    "adversarial_epochs",
+    "build_method",
+    "build_stages",
+    "load_run_config",
+    "load_trained",
+    "parse_run_config",
+    "resolve_device",
+    "train_run",
+    "write_config",
+]

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from afa.errors import ConfigError
-from afa.training.options import Precision
+from afa.runs.options import Precision
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from afa.training.options import ScheduleConfig
+from afa.runs.options import ScheduleConfig
 
 
 def lr_at(

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from afa.attacks import cross_entropy, perturb
 from afa.attacks.threat import ThreatModel
 from afa.data import to_float
+from afa.runs.options import Precision
 from afa.training.distributed import DistContext
-from afa.training.options import Precision
 from afa.training.precision import autocast_context
 
 

@@ -1,5 +1,7 @@
 """Typed training options: optimizer, LR schedule, EMA, precision and the loop's settings.
 
+Part of the run schema (``RunConfig.train``); ``afa.training`` builds from them.
+
 Each is a frozen dataclass built strictly by ``afa.config.from_dict`` (unknown keys name
 the closest match; wrong types name the key). Range checks raise ``ValueError``, which
 ``from_dict`` reports as a ``ConfigError`` prefixed with the dotted key.
@@ -117,6 +119,14 @@ class EMAConfig:
     @property
     def enabled(self) -> bool:
         return self.decay > 0
+
+    def evaluated(self, ema: bool | None = None) -> bool:
+        """Whether validation and evaluation read the EMA weights: the one rule.
+
+        ``ema`` is a caller's explicit choice (``afa eval --ema`` / ``--no-ema``); None
+        follows ``use_for_eval``. Never when the EMA is off (there are no EMA weights).
+        """
+        return self.enabled and (self.use_for_eval if ema is None else ema)
 
 
 @dataclass(frozen=True)
