@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Clean accuracy, PGD (CE), PGD (CW margin) and AutoAttack on the test set; "
         "the threat model is the run's own unless changed here (changes are recorded).",
     )
-    e.add_argument("path", help="run directory or checkpoint file")
+    e.add_argument(
+        "path",
+        help="run directory, checkpoint file, or robustbench:NAME[@CHECKPOINT] (a published "
+        "RobustBench CIFAR-10 Linf model; without @CHECKPOINT it is downloaded to "
+        "models/cifar10/Linf/NAME.pt)",
+    )
     e.add_argument("--which", choices=["best", "last"], default="best")
     e.add_argument(
         "--n",
@@ -92,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks")
+    e.add_argument(
+        "--data-root", default="data", help="robustbench: models: the directory holding CIFAR-10"
+    )
+    e.add_argument(
+        "--out", default=None, help="robustbench: models: output directory (default runs/NAME)"
+    )
 
     a = sub.add_parser(
         "analyze",
@@ -99,7 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Alignment (centroid and kNN), feature geometry, input separation and "
         "local Lipschitzness; writes analysis.json and figures into the run directory.",
     )
-    a.add_argument("path", help="run directory or checkpoint file")
+    a.add_argument(
+        "path",
+        help="run directory, checkpoint file, or robustbench:NAME[@CHECKPOINT] (a published "
+        "RobustBench CIFAR-10 Linf model; without @CHECKPOINT it is downloaded to "
+        "models/cifar10/Linf/NAME.pt)",
+    )
     a.add_argument("--which", choices=["best", "last"], default="best")
     a.add_argument("--k", type=positive_int, default=10, help="neighbours of the kNN alignment")
     a.add_argument(
@@ -113,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--device", default="auto")
     a.add_argument("--no-figures", action="store_true")
+    a.add_argument(
+        "--data-root", default="data", help="robustbench: models: the directory holding CIFAR-10"
+    )
+    a.add_argument(
+        "--out", default=None, help="robustbench: models: output directory (default runs/NAME)"
+    )
 
     c = sub.add_parser("compare", help="one report (markdown + HTML) over several runs")
     c.add_argument("runs", nargs="+", help="run directories")
@@ -217,6 +239,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides["step_size"] = parse_number(args.step_size, "--step-size")
         if args.restarts is not None:
             overrides["restarts"] = args.restarts
+        if args.path.startswith("robustbench:"):
+            from afa.evaluation.published import evaluate_published
+
+            result, out = evaluate_published(
+                args.path,
+                out_dir=args.out,
+                data_root=args.data_root,
+                n_examples=args.n,
+                batch_size=args.batch_size,
+                attacks=args.attacks.split(",") if args.attacks else None,
+                threat_overrides=overrides,
+                steps=args.steps,
+                device=args.device,
+                seed=args.seed,
+                sanity=not args.no_sanity,
+            )
+            print(format_table([(out.parent.name, result)]))
+            print(f"eval.json: {out}")
+            return 0
         result, out = evaluate_run(
             Path(args.path),
             which=args.which,
@@ -237,6 +278,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         from afa.analysis.runs import analyze_run
 
         check_device(args.device, "--device")
+        if args.path.startswith("robustbench:"):
+            from afa.analysis.published import analyze_published
+
+            analyze_published(
+                args.path,
+                out_dir=args.out,
+                data_root=args.data_root,
+                k=args.k,
+                n_test=args.n_test,
+                n_train=args.n_train,
+                device=args.device,
+                figures=not args.no_figures,
+            )
+            return 0
         analyze_run(
             Path(args.path),
             which=args.which,

@@ -1,0 +1,118 @@
+"""``afa eval robustbench:NAME@CHECKPOINT``: evaluate a published RobustBench model like a run.
+
+A published model has no afa run behind it, so its evaluation settings are the schema's
+defaults: RobustBench's CIFAR-10 Linf threat model (eps = 8/255; PGD step 2/255), the
+default attacks of ``eval`` (PGD-20 (CE), PGD-30 (CW margin), AutoAttack) and the CIFAR-10
+test set read through the usual data config (``data.name: cifar10`` under ``data_root``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from afa.attacks import ThreatModel
+from afa.data import DataConfig, Splits, load_splits
+from afa.errors import ConfigError
+from afa.evaluation import EvalResult, evaluate, write_eval_json
+from afa.models.robustbench import PublishedModel, load_published
+from afa.runs import EvalConfig, resolve_device
+
+log = logging.getLogger("afa")
+
+#: Threat-model fields that may be changed for a published model (as for a run).
+OVERRIDABLE = frozenset({"eps", "step_size", "restarts", "random_start"})
+
+
+def published_data(entry: PublishedModel, data_root: str | Path) -> Splits:
+    """The dataset a published model was trained on (the whole training set, no validation
+    split: centroids of ``afa analyze`` use all of it)."""
+    return load_splits(DataConfig(name=entry.dataset, root=str(data_root), val_size=0))
+
+
+def evaluate_published(
+    spec: str,
+    *,
+    out_dir: str | Path | None = None,
+    data_root: str | Path = "data",
+    model_dir: str | Path = "models",
+    n_examples: int | None = None,
+    batch_size: int | None = None,
+    attacks: Sequence[str] | None = None,
+    threat_overrides: dict[str, Any] | None = None,
+    steps: int | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    sanity: bool = True,
+    splits: Splits | None = None,
+) -> tuple[EvalResult, Path]:
+    """Evaluate ``robustbench:NAME[@CHECKPOINT]`` on its test set; write ``eval.json``.
+
+    Args:
+        spec: ``robustbench:NAME@CHECKPOINT`` (a local file) or ``robustbench:NAME``
+            (``<model_dir>/cifar10/Linf/NAME.pt``, downloaded when absent).
+        out_dir: where eval.json goes (default ``runs/NAME``), so that ``afa compare`` and
+            ``afa export`` read it like a run's.
+        data_root: the data config's ``root`` holding CIFAR-10.
+        threat_overrides, steps: changes to the default threat model / PGD steps, applied
+            and recorded as ``afa eval`` does for a run.
+        Other arguments as :func:`afa.evaluation.runs.evaluate_run`.
+
+    Returns:
+        The result and the path of the eval.json written.
+
+    Raises:
+        ConfigError: an unknown model or override. CheckpointError: see
+            :func:`afa.models.robustbench.load_robustbench`.
+    """
+    overrides = dict(threat_overrides or {})
+    bad = sorted(set(overrides) - OVERRIDABLE)
+    if bad:
+        raise ConfigError(f"eval: cannot override {bad}; choose from {sorted(OVERRIDABLE)}")
+    model, entry, ckpt = load_published(spec, model_dir=model_dir)
+    dev = resolve_device(device)
+    default = ThreatModel()
+    threat = default.with_(**overrides)
+    if steps is not None:
+        overrides["steps"] = steps
+    if overrides:
+        log.warning("eval: settings changed from RobustBench's defaults: %s", overrides)
+    splits = splits or published_data(entry, data_root)
+    e = EvalConfig()
+    result = evaluate(
+        model.to(dev),
+        torch.from_numpy(splits.test.images[:]),
+        torch.from_numpy(splits.test.labels[:]),
+        threat,
+        attacks=list(attacks or e.attacks),
+        pgd_steps=e.pgd_steps if steps is None else steps,
+        cw_steps=e.cw_steps if steps is None else steps,
+        batch_size=batch_size or e.batch_size,
+        device=dev,
+        seed=e.seed if seed is None else seed,
+        n_examples=n_examples,
+        sanity=sanity,
+    )
+    out = Path(out_dir if out_dir is not None else Path("runs") / entry.name) / "eval.json"
+    write_eval_json(
+        result,
+        out,
+        extra={
+            "dataset": entry.dataset,
+            "model": entry.model,
+            "method": "robustbench",
+            "checkpoint": str(ckpt),
+            "robustbench": {
+                "name": entry.name,
+                "architecture": entry.architecture,
+                "threat": entry.threat,
+                "model_options": dict(entry.options),
+            },
+            "threat_overrides": overrides,
+        },
+    )
+    return result, out
