@@ -219,3 +219,81 @@ def test_generated_images_are_seeded_per_cell_and_chunk(monkeypatch):
         rng = np.random.default_rng([5, zlib.crc32(b"gaussian_noise"), 2, j])
         want = corrupt(images[start : start + 4], "gaussian_noise", 2, rng)
         np.testing.assert_array_equal(x[start : start + 4], want)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def write_evaluated_run(root: Path, name: str, clean: float, shift: dict | None) -> Path:
+    import json
+
+    run = root / name
+    run.mkdir(parents=True)
+    ev = {
+        "dataset": "digits",
+        "model": "cnn",
+        "method": name,
+        "threat_model": {"norm": "linf", "eps": 0.1, "description": "Linf eps=0.1"},
+        "n_examples": 4,
+        "clean_acc": clean,
+        "attacks": {"PGD-20 (CE)": {"robust_acc": clean / 2}},
+        "robust_acc": clean / 2,
+        "sanity": {},
+    }
+    if shift is not None:
+        ev["shift"] = shift
+    (run / "eval.json").write_text(json.dumps(ev))
+    return run
+
+
+def test_compare_shows_shift_columns_a_corruption_table_and_the_severity_plot(tmp_path):
+    import json
+
+    from afa.report import compare
+
+    r = CorruptionResult(
+        source="generated",
+        n_examples=4,
+        severities=[1, 2, 3, 4, 5],
+        n_correct={"gaussian_noise": [4, 3, 2, 1, 0], "contrast": [4, 4, 4, 4, 3]},
+        clean_n_correct=4,
+        not_run={"frost": "needs Hendrycks' frost photographs"},
+        seed=0,
+    )
+    shift = {
+        "cifar10.1": {"acc": 0.625, "n_correct": 5, "n_examples": 8},
+        "corruptions": r.record(),
+    }
+    runs = [
+        write_evaluated_run(tmp_path, "with-shift", 1.0, shift),
+        write_evaluated_run(tmp_path, "without", 0.5, None),
+    ]
+    paths = compare(runs, tmp_path / "report")
+    md = paths["md"].read_text()
+    head = next(line for line in md.splitlines() if line.startswith("| #"))
+    assert "CIFAR-10.1 (%)" in head and "Corruptions CA (%)" in head
+    row = next(line for line in md.splitlines() if line.startswith("| 1 | with-shift"))
+    assert "| 62.50 |" in row and "| 72.50 |" in row
+    other = next(line for line in md.splitlines() if line.startswith("| 2 | without"))
+    assert other.count("—") >= 2
+    assert "## Common corruptions" in md
+    assert "| gaussian noise | 50.00 |" in md and "| severity 5 (mean) | 37.50 |" in md
+    assert "| CA (mean) | 72.50 |" in md
+    assert "frost (needs Hendrycks' frost photographs)" in md
+    assert (tmp_path / "report" / "report_figures" / "corruption_severity.png").is_file()
+    assert "Accuracy under common corruptions" not in md  # the title is inside the PNG
+    html = paths["html"].read_text()
+    assert "Common corruptions" in html and html.count("data:image/png;base64") >= 2
+    data = json.loads(paths["json"].read_text())
+    by_name = {row["name"]: row for row in data["runs"]}
+    assert by_name["with-shift"]["corruption_acc"] == pytest.approx(0.725)
+    assert by_name["with-shift"]["shift"] == {"cifar10.1": 0.625}
+    assert data["shift"] == ["cifar10.1"]
+
+
+def test_compare_without_shift_results_has_no_shift_columns(tmp_path):
+    from afa.report import compare
+
+    paths = compare([write_evaluated_run(tmp_path, "plain", 0.9, None)], tmp_path / "report")
+    md = paths["md"].read_text()
+    assert "CA (%)" not in md and "CIFAR-10.1" not in md and "Common corruptions" not in md

@@ -39,6 +39,9 @@ class RunSummary:
         restates: the analysis's "alignment only restates accuracy" flags by split.
         lipschitz: mean empirical local Lipschitz constant.
         separation: the analysis's input-separation finding, in words.
+        shift: accuracy on each natural-shift test set of eval.json (``shift.cifar10.1``).
+        corruption_acc: corruption accuracy (CA, the mean over corruptions and severities).
+        corruptions: eval.json's ``shift.corruptions`` record (per corruption and severity).
         train_time_s: summed ``time_s`` of metrics.jsonl (training steps, no validation).
         adversarial_epochs: from eval.json, else computed from config.yaml.
         epochs: completed epochs per stage, in order.
@@ -66,6 +69,9 @@ class RunSummary:
     restates: dict[str, bool] = field(default_factory=dict)
     lipschitz: float | None = None
     separation: str | None = None
+    shift: dict[str, float | None] = field(default_factory=dict)
+    corruption_acc: float | None = None
+    corruptions: dict[str, Any] | None = None
     train_time_s: float | None = None
     adversarial_epochs: int | None = None
     epochs: dict[str, int] = field(default_factory=dict)
@@ -95,6 +101,8 @@ class RunSummary:
             "alignment_restates_accuracy": dict(self.restates),
             "lipschitz": self.lipschitz,
             "separation": self.separation,
+            "shift": dict(self.shift),
+            "corruption_acc": self.corruption_acc,
             "train_time_s": self.train_time_s,
             "adversarial_epochs": self.adversarial_epochs,
             "epochs": dict(self.epochs),
@@ -214,6 +222,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunSummary:
             run.sanity = {str(k): v for k, v in sanity.items() if isinstance(v, dict)}
         if isinstance(ev.get("adversarial_epochs"), int):
             run.adversarial_epochs = ev["adversarial_epochs"]
+        _read_shift(run, ev.get("shift"))
     if run.threat is None and cfg is not None and isinstance(cfg.get("threat"), dict):
         run.threat = _describe_threat(cfg["threat"])
     if run.adversarial_epochs is None and cfg is not None:
@@ -250,6 +259,21 @@ def load_run(path: str | Path, name: str | None = None) -> RunSummary:
         if isinstance(epoch, int):
             run.epochs[stage] = max(run.epochs.get(stage, 0), epoch)
     return run
+
+
+def _read_shift(run: RunSummary, shift: Any) -> None:
+    """eval.json's ``shift``: natural-shift accuracies and the corruption record."""
+    if not isinstance(shift, dict):
+        return
+    for key, value in shift.items():
+        if key != "corruptions" and isinstance(value, dict):
+            run.shift[str(key)] = _num(value.get("acc"))
+    corr = shift.get("corruptions")
+    if isinstance(corr, dict) and isinstance(corr.get("per_corruption"), dict):
+        run.corruptions = corr
+        run.corruption_acc = _num(corr.get("mean_acc"))
+        if run.corruption_acc is None:
+            run.notes.append("eval.json: corruptions without a mean accuracy")
 
 
 def _alignment_rows(an: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from afa.report.collect import RunSummary, load_run, sanity_messages
-from afa.report.figures import plot_tradeoff, plot_training_curves
+from afa.report.figures import plot_corruption_severity, plot_tradeoff, plot_training_curves
 
 __all__ = ["compare"]
 
@@ -46,6 +46,16 @@ class _Report:
     common: dict[str, str | None]
     tradeoff: _Figure | None = None
     curves: dict[str, _Figure] = field(default_factory=dict)
+    shifts: list[str] = field(default_factory=list)
+    has_ca: bool = False
+    severity: _Figure | None = None
+
+
+_SHIFT_LABELS = {"cifar10.1": "CIFAR-10.1", "cifar10.1-v4": "CIFAR-10.1 v4"}
+
+
+def _shift_label(name: str) -> str:
+    return _SHIFT_LABELS.get(name, name)
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -91,6 +101,8 @@ def _columns(rep: _Report) -> list[str]:
     if rep.common["threat"] is None:
         cols.append("Threat model")
     cols += ["Clean (%)"] + [f"{a} (%)" for a in rep.attacks] + ["Worst case (%)"]
+    cols += [f"{_shift_label(s)} (%)" for s in rep.shifts]
+    cols += ["Corruptions CA (%)"] if rep.has_ca else []
     cols += ["Aligned clean (%)", "Aligned adv (%)", "Lipschitz", "Train time", "Adv. epochs"]
     return cols
 
@@ -106,6 +118,8 @@ def _cells(rep: _Report, i: int, run: RunSummary) -> list[str]:
         cells.append(run.threat or MISSING)
     cells += [_pct(run.clean_acc)] + [_pct(run.attacks.get(a)) for a in rep.attacks]
     cells.append(_pct(run.robust_acc) + (" ⚠" if _failed(run) else ""))
+    cells += [_pct(run.shift.get(s)) for s in rep.shifts]
+    cells += [_pct(run.corruption_acc)] if rep.has_ca else []
     cells += [
         aligned(run.aligned_clean, "clean"),
         aligned(run.aligned_adv, "adversarial"),
@@ -141,7 +155,88 @@ def _legend(rep: _Report) -> list[str]:
         "Train time: summed training-step time of the logged epochs. Adv. epochs: epochs that "
         "crafted adversarial examples."
     )
+    if rep.shifts:
+        lines.append(
+            "CIFAR-10.1: accuracy on the new CIFAR-10 test set of Recht et al. (2018), a natural "
+            "distribution shift."
+        )
+    if rep.has_ca:
+        lines.append(
+            "Corruptions CA: corruption accuracy, the mean accuracy over every corruption and "
+            'severity 1-5 (Hendrycks & Dietterich 2019); see "Common corruptions".'
+        )
     return lines
+
+
+def _corruption_runs(rep: _Report) -> list[RunSummary]:
+    return [r for r in rep.runs if r.corruptions]
+
+
+def _corruption_table(rep: _Report) -> tuple[list[str], list[list[str]]]:
+    """Rows: each corruption (mean over severities), each severity (mean over corruptions),
+    clean, CA; one column per run with corruption results."""
+    runs = _corruption_runs(rep)
+    names: list[str] = []
+    severities: list[str] = []
+    for r in runs:
+        names += [n for n in r.corruptions["per_corruption"] if n not in names]
+        severities += [s for s in r.corruptions.get("per_severity", {}) if s not in severities]
+
+    def cell(r: RunSummary, value: Any) -> str:
+        return _pct(value if isinstance(value, (int, float)) else None)
+
+    rows = []
+    for n in names:
+        rows.append(
+            [n.replace("_", " ")]
+            + [cell(r, r.corruptions["per_corruption"].get(n, {}).get("mean_acc")) for r in runs]
+        )
+    for s in severities:
+        rows.append(
+            [f"severity {s} (mean)"]
+            + [cell(r, r.corruptions.get("per_severity", {}).get(s)) for r in runs]
+        )
+    rows.append(["clean (same images)"] + [cell(r, r.corruptions.get("clean_acc")) for r in runs])
+    rows.append(["CA (mean)"] + [_pct(r.corruption_acc) for r in runs])
+    return ["Corruption"] + [f"{r.name} (%)" for r in runs], rows
+
+
+def _corruption_text(rep: _Report) -> list[tuple[str, str]]:
+    """Where the corrupted images came from, what was left out, and comparability."""
+    out: list[tuple[str, str]] = []
+    runs = _corruption_runs(rep)
+    setups: dict[str, list[str]] = {}
+    for r in runs:
+        c = r.corruptions
+        source = c.get("source")
+        n = c.get("n_examples")
+        if source == "generated":
+            where = (
+                f"generated from the first {n} test images by afa.data.corruptions "
+                f"(Hendrycks & Dietterich's CIFAR-10-C constants), seed {c.get('seed')}"
+            )
+        else:
+            where = f"the official files in {source}, the first {n} images of each severity"
+        not_run = c.get("not_run") or {}
+        if not_run:
+            where += "; not run: " + "; ".join(f"{k} ({v})" for k, v in not_run.items())
+        setups.setdefault(where, []).append(r.name)
+    for where, names in setups.items():
+        who = "all runs" if len(names) == len(rep.runs) else ", ".join(names)
+        out.append(("note", f"Corrupted images ({who}): {where}."))
+    if len(setups) > 1:
+        out.append(
+            (
+                "warn",
+                "The runs were scored on different corrupted images: their CA differ in setup.",
+            )
+        )
+    without = [r.name for r in rep.runs if not r.corruptions]
+    if without and runs:
+        out.append(
+            ("note", f"No corruption results (`afa eval --corruptions`): {', '.join(without)}.")
+        )
+    return out
 
 
 def _context(rep: _Report) -> list[str]:
@@ -179,7 +274,7 @@ _ALIGN_COLS = [
     "Margin AUC",
     "Cos gap",
 ]
-_TEXT_COLS = {"Run", "Method", "Model", "Dataset", "Threat model", "Input"}
+_TEXT_COLS = {"Run", "Method", "Model", "Dataset", "Threat model", "Input", "Corruption"}
 
 
 def _alignment_table(rep: _Report) -> list[list[str]]:
@@ -282,6 +377,16 @@ def _render_md(rep: _Report, out_dir: Path) -> str:
     for run in rep.runs:
         out += [f"- **{run.name}**: {s}" for s in _sanity_lines(run)]
     out.append("")
+    if _corruption_runs(rep):
+        out += ["## Common corruptions", ""]
+        out += _md_table(*_corruption_table(rep)) + [""]
+        out += [
+            f"{'**Warning.** ' if kind == 'warn' else ''}{text}  "
+            for kind, text in _corruption_text(rep)
+        ]
+        out.append("")
+        if rep.severity:
+            out += [f"![{rep.severity.caption}]({rel(rep.severity.path)})", ""]
     out += ["## Feature alignment", ""]
     rows = _alignment_table(rep)
     if rows:
@@ -415,6 +520,12 @@ def _render_html(rep: _Report) -> str:
             parts.append(f'<li class="{cls}"><strong>{e(run.name)}</strong>: {e(line)}</li>')
     parts.append("</ul>")
 
+    if _corruption_runs(rep):
+        parts.append("<h2>Common corruptions</h2>")
+        parts.append(_html_table(*_corruption_table(rep)))
+        parts += [f'<p class="{kind}">{e(text)}</p>' for kind, text in _corruption_text(rep)]
+        if rep.severity:
+            parts.append(_img(rep.severity.path, rep.severity.caption))
     parts.append("<h2>Feature alignment</h2>")
     rows = _alignment_table(rep)
     if rows:
@@ -505,6 +616,14 @@ def compare(
             "threat": _common([r.threat for r in runs]),
         },
     )
+    for run in runs:
+        rep.shifts += [s for s in run.shift if s not in rep.shifts]
+    rep.has_ca = any(r.corruption_acc is not None for r in runs)
+    severity = plot_corruption_severity(runs, fig_dir / "corruption_severity.png")
+    if severity:
+        rep.severity = _Figure(
+            severity, "accuracy under common corruptions by severity (mean over corruptions)"
+        )
     tradeoff = plot_tradeoff(runs, fig_dir / "tradeoff.png")
     if tradeoff:
         rep.tradeoff = _Figure(tradeoff, "clean vs worst-case robust accuracy, one point per run")
@@ -520,6 +639,7 @@ def compare(
         "title": title,
         "generated": _now(),
         "attacks": attacks,
+        "shift": rep.shifts,
         "dataset": rep.common["dataset"],
         "threat_model": rep.common["threat"],
         "runs": [

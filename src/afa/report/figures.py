@@ -1,4 +1,5 @@
-"""The report's own figures: the clean/robust tradeoff and each run's training curves."""
+"""The report's own figures: the clean/robust tradeoff, each run's training curves and the
+accuracy under corruptions by severity."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 from afa.analysis.plots import save_figure
 from afa.report.collect import RunSummary
 
-__all__ = ["plot_tradeoff", "plot_training_curves"]
+__all__ = ["plot_corruption_severity", "plot_tradeoff", "plot_training_curves"]
 
 
 def plot_tradeoff(runs: Sequence[RunSummary], path: str | Path) -> Path | None:
@@ -121,4 +122,40 @@ def plot_training_curves(run: RunSummary, path: str | Path) -> Path | None:
             0.5, 0.5, "no accuracies logged", ha="center", va="center", transform=ax_acc.transAxes
         )
     fig.suptitle(f"{run.name}: training curves", fontsize=11)
+    return save_figure(fig, path)
+
+
+def plot_corruption_severity(runs: Sequence[RunSummary], path: str | Path) -> Path | None:
+    """Accuracy vs corruption severity, one line per run: clean accuracy at severity 0, then
+    the mean over corruptions at each severity (Hendrycks & Dietterich 2019); the legend gives
+    each run's corruption accuracy (CA).
+
+    ``None`` when no run has corruption results.
+    """
+    lines = []
+    for r in runs:
+        per = (r.corruptions or {}).get("per_severity")
+        if not isinstance(per, dict) or not per:
+            continue
+        pts = sorted((int(s), float(a)) for s, a in per.items() if isinstance(a, (int, float)))
+        clean = (r.corruptions or {}).get("clean_acc")
+        if isinstance(clean, (int, float)):
+            pts = [(0, float(clean)), *pts]
+        if pts:
+            lines.append((r, pts))
+    if not lines:
+        return None
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for r, pts in lines:
+        xs, ys = zip(*pts, strict=True)
+        ca = "" if r.corruption_acc is None else f" (CA {100 * r.corruption_acc:.1f}%)"
+        ax.plot(xs, [100 * y for y in ys], marker="o", ms=4, label=f"{r.name}{ca}")
+    ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+    ax.set_xlabel("corruption severity")
+    ax.set_ylabel("accuracy, mean over corruptions (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy under common corruptions", fontsize=11)
     return save_figure(fig, path)
