@@ -23,21 +23,12 @@ import pytest
 
 from afa.attacks.threat import ThreatModel
 from afa.methods import METHODS, method_config_class
+from afa.runs import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 METHOD_CARD = DOCS / "method.md"
 PAGES = sorted(DOCS.glob("*.md"))
-
-
-def _run_config_class() -> type:
-    # The run schema is moving from afa.training.plan to afa.runs (issue 9); either home
-    # is the schema the recipes are validated against.
-    try:
-        from afa.runs import RunConfig  # type: ignore[attr-defined]
-    except ImportError:
-        from afa.training.plan import RunConfig
-    return RunConfig
 
 
 def slug(heading: str) -> str:
@@ -192,7 +183,7 @@ def resolve_option(key: str) -> tuple[Any, Any]:
         obj: Any = method_config_class(METHODS.get(head))()
         parts = rest
     else:
-        obj, parts = _run_config_class()(), [head, *rest]
+        obj, parts = RunConfig(), [head, *rest]
     assert parts, f"{key}: names a method or section, not an option"
     for i, part in enumerate(parts):
         cls = type(obj)
