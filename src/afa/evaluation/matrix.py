@@ -25,6 +25,7 @@ def correctness_matrix(
     batch_size: int,
     device: torch.device | str,
     progress: bool = False,
+    chunks: Sequence[int | None] | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Run ``attacks`` in order, each on the examples still robust, and record who survives.
 
@@ -35,6 +36,9 @@ def correctness_matrix(
         batch_size: examples per call of ``fn``.
         device: where batches go.
         progress: a tqdm bar per attack.
+        chunks: per attack, examples per call of its ``fn`` when not ``batch_size``
+            (AutoAttack batches internally and pays a fixed cost per call, so it takes
+            every remaining example at once).
 
     Returns:
         ``correct``: (N, 1 + A) bool, column 0 clean, column k correct after attack k (False
@@ -52,8 +56,9 @@ def correctness_matrix(
         t0 = time.perf_counter()
         idx = correct[:, k].nonzero().squeeze(1)
         attacked[idx, k] = True
+        size = (chunks[k] if chunks is not None else None) or batch_size
         correct[idx, k + 1] = correct_on(
-            model, images, labels, idx, fn, batch_size, device, desc=label if progress else None
+            model, images, labels, idx, fn, size, device, desc=label if progress else None
         )
         times[label] = time.perf_counter() - t0
     return correct, attacked, times

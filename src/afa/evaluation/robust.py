@@ -174,6 +174,7 @@ def evaluate(
             batch_size=batch_size,
             device=device,
             progress=progress,
+            chunks=[a.chunk for a in plan],
         )
         info = {
             a.label: {
@@ -192,7 +193,7 @@ def evaluate(
                 labels,
                 result,
                 attacked,
-                {a.label: a.run for a in plan},
+                {a.label: a for a in plan},
                 pgd_steps=pgd_steps,
                 batch_size=batch_size,
                 device=device,

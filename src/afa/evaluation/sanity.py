@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from afa.attacks import cross_entropy, perturb, pgd_label
-from afa.evaluation.attacks import AttackFn
+from afa.evaluation.attacks import EvalAttack
 from afa.evaluation.matrix import correct_on
 
 if TYPE_CHECKING:  # EvalResult's module imports this one
@@ -47,7 +47,7 @@ def sanity_checks(
     labels: Tensor,
     result: "EvalResult",
     attacked: Tensor,
-    attack_fns: Mapping[str, AttackFn],
+    attacks: Mapping[str, EvalAttack],
     *,
     pgd_steps: int,
     batch_size: int,
@@ -84,7 +84,7 @@ def sanity_checks(
         images, labels: the evaluated examples.
         result: the main evaluation's result (its matrix is reused, not recomputed).
         attacked: which examples each attack of ``result`` ran on, (N, A) bool.
-        attack_fns: the main attacks by label, to complete their standalone runs.
+        attacks: the main attacks by label, to complete their standalone runs.
         pgd_steps: steps of the sanity PGD runs.
         batch_size, device: as in :func:`evaluate`.
         generator: random starts of the sanity PGD runs.
@@ -119,8 +119,9 @@ def sanity_checks(
         label = result.columns[k + 1]
         ok = result.correct[sub, k + 1].clone()
         missing = clean & ~attacked[sub, k]
+        attack = attacks[label]
         ok[missing] = correct_on(
-            model, images, labels, sub[missing], attack_fns[label], batch_size, device
+            model, images, labels, sub[missing], attack.run, attack.chunk or batch_size, device
         )
         return int(ok.sum()) / len(sub)
 

@@ -70,12 +70,14 @@ class EvalAttack:
         settings: every setting it runs with, recorded verbatim in eval.json; the sanity
             checks find attacks by these (``objective``, ``version``), not by labels.
         run: the attack on one batch.
+        chunk: examples per call of ``run`` (``None``: the evaluation's batch size).
     """
 
     name: str
     label: str
     settings: dict[str, Any]
     run: AttackFn
+    chunk: int | None = None
 
 
 AttackFactory = Callable[[nn.Module, ThreatModel, EvalSettings, torch.Generator], EvalAttack]
