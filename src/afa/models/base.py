@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
+
+from afa.models.dual_bn import Branch, bn_branch, has_dual_bn
 
 
 class Normalize(nn.Module):
@@ -57,6 +60,18 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    @property
+    def dual_bn(self) -> bool:
+        """Whether the model keeps clean and adversarial BN branches (``model.dual_bn``)."""
+        return has_dual_bn(self)
+
+    def bn_branch(self, branch: Branch) -> AbstractContextManager[nn.Module]:
+        """``with model.bn_branch("adv"):`` runs the block on that BN branch, restoring after.
+
+        A no-op for a model without dual batch norm (:mod:`afa.models.dual_bn`).
+        """
+        return bn_branch(self, branch)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Every parameter except the head's (what a linear probe freezes)."""

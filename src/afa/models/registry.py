@@ -15,6 +15,7 @@ from typing import Any
 from afa._registry import Registry
 from afa.errors import ConfigError
 from afa.models.base import Classifier
+from afa.models.dual_bn import convert_dual_bn, has_dual_bn
 
 __all__ = ["MODELS", "create_model", "model_names", "register_model"]
 
@@ -50,6 +51,7 @@ def create_model(
     image_size: int = 32,
     mean: Sequence[float],
     std: Sequence[float],
+    dual_bn: bool = False,
     **kwargs: Any,
 ) -> Classifier:
     """Build a registered model.
@@ -63,12 +65,15 @@ def create_model(
             much to downsample.
         mean, std: per-channel statistics of the inputs in [0, 1]; the model normalises
             internally, so it is always fed images in [0, 1].
+        dual_bn: give every batch norm layer a clean and an adversarial branch
+            (:mod:`afa.models.dual_bn`; ``model.dual_bn`` in a run config).
         **kwargs: the model's own options (``width``, ``depth``, ``widen_factor``,
             ``activation``, ...).
 
     Raises:
         ConfigError: unknown name (with the closest match), an option the model does not
-            take (naming it and the model), or statistics that do not match ``in_channels``.
+            take (naming it and the model), statistics that do not match ``in_channels``, or
+            ``dual_bn`` for a model without batch norm.
 
     Example:
         >>> model = create_model("cnn", 10, in_channels=1, image_size=8, mean=[0.5], std=[0.5])
@@ -92,7 +97,7 @@ def create_model(
         )
     if any(s <= 0 for s in std):
         raise ConfigError(f"model {name!r}: std must be positive, got {list(std)}")
-    return factory(
+    model = factory(
         num_classes,
         in_channels=in_channels,
         image_size=image_size,
@@ -100,6 +105,11 @@ def create_model(
         std=std,
         **kwargs,
     )
+    if dual_bn:
+        convert_dual_bn(model)
+        if not has_dual_bn(model):
+            raise ConfigError(f"model {name!r} has no batch norm layer: dual_bn needs one")
+    return model
 
 
 def check_positive(model: str, **values: int) -> None:

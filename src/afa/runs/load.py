@@ -52,6 +52,7 @@ def build_model(cfg: RunConfig, info: DatasetInfo) -> Classifier:
         image_size=h,
         mean=info.mean,
         std=info.std,
+        dual_bn=cfg.model.dual_bn,
         **cfg.model.options,
     )
 

@@ -44,10 +44,15 @@ RESUME_KEYS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A registered architecture and its keyword options (``width``, ``activation`` ...)."""
+    """A registered architecture and its keyword options (``width``, ``activation`` ...).
+
+    ``dual_bn``: every batch norm layer keeps a clean and an adversarial branch (statistics
+    and affine parameters, :mod:`afa.models.dual_bn`; ACL's and DynACL's dual BN).
+    """
 
     name: str = "cnn"
     options: dict[str, Any] = field(default_factory=dict)
+    dual_bn: bool = False
 
 
 @dataclass(frozen=True)
