@@ -10,10 +10,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -270,3 +273,195 @@ def test_afa_pgd_equals_torchattacks_pgd_without_random_start() -> None:
     assert (ours - x).abs().max() > 0.05
     close = (ours - theirs).abs() < 1e-6
     assert close.float().mean() > 0.99  # a gradient sign may flip where it is ~0
+
+
+# --- gpu_check.sh and its helpers -------------------------------------------------------------
+
+CLASSES = ("airplane", "automobile", "bird")
+
+
+def _image_tarball(path: Path, per_class: int, suffix: str = ".png") -> dict[str, np.ndarray]:
+    """A tarball in the real layout, train/<class>/NNNN<suffix>, of random 32x32 RGB images."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = {}
+    with tarfile.open(path, "w:gz") as tar:
+        for cls in CLASSES:
+            for i in range(per_class):
+                arr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                buf = io.BytesIO()
+                Image.fromarray(arr).save(buf, format="PNG" if suffix == ".png" else "JPEG")
+                name = f"train/{cls}/{i:04d}{suffix}"
+                info = tarfile.TarInfo(name)
+                info.size = len(buf.getvalue())
+                buf.seek(0)
+                tar.addfile(info, buf)
+                images[name] = arr
+    return images
+
+
+def test_gpu_check_data_reads_a_balanced_slice_exactly(tmp_path: Path) -> None:
+    data = load("gpu_check_data")
+    tarball = tmp_path / "train.tar.gz"
+    originals = _image_tarball(tarball, per_class=7)
+    out = tmp_path / "data.json"
+    summary = data.main(
+        [
+            str(tarball),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--test-size",
+            "3",
+            "--val-size",
+            "3",
+            "--limit",
+            "13",  # ceil(13 / 3) = 5 of each class
+            "--slice-dir",
+            str(tmp_path / "slice"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(summary))
+    assert summary["classes"] == list(CLASSES)
+    assert (summary["train"], summary["val"], summary["test"]) == (9, 3, 3)
+    assert summary["image_shape"] == [3, 32, 32]
+    sliced = sorted(
+        p.relative_to(tmp_path / "slice").as_posix() for p in (tmp_path / "slice").rglob("*.png")
+    )
+    assert sliced == sorted(f"train/{c}/{i:04d}.png" for c in CLASSES for i in range(5))
+
+    # the runs read the same splits from the cache, pixel for pixel (PNG is lossless)
+    from afa.data import load_splits
+    from afa.data.base import DataConfig
+
+    splits = load_splits(
+        DataConfig(
+            name="imagefolder",
+            root=str(tmp_path / "slice"),
+            cache_dir=str(tmp_path / "cache"),
+            test_size=3,
+            val_size=3,
+        )
+    )
+    got = np.concatenate([splits.train.images, splits.val.images, splits.test.images])
+    want = np.stack([originals[n].transpose(2, 0, 1) for n in sliced])
+    key = lambda a: a.reshape(len(a), -1).tobytes()  # noqa: E731
+    assert sorted(key(g[None]) for g in got) == sorted(key(w[None]) for w in want)
+    assert np.bincount(splits.test.labels, minlength=3).tolist() == [1, 1, 1]  # stratified
+
+
+def _summary_work(tmp_path: Path, parts: list[str]) -> Path:
+    work = tmp_path / "work"
+    (work / "bench").mkdir(parents=True)
+    (work / "runs" / "train-pgd-at").mkdir(parents=True)
+    (work / "parts.tsv").write_text("\n".join(parts) + "\n")
+    return work
+
+
+def test_gpu_check_summary_reports_failures_and_exits_1(tmp_path: Path) -> None:
+    summ = load("gpu_check_summary")
+    work = _summary_work(
+        tmp_path,
+        [
+            "env\tok\t0\t1.5\t60\tnvidia-smi",
+            "bench-resnet18-fp32\tfailed\t1\t3.25\t60\tpython bench",
+            "train-pgd-at\ttimeout\t124\t150.0\t150\tpython -m afa train",
+            "bench-compile\tskipped\t\t0\t0\tno time left",
+        ],
+    )
+    (work / "bench" / "bench-resnet18-fp32.json").write_text("{not json")
+    metrics = {"stage": "train", "epoch": 1, "time_s": 12.5, "train/loss": 2.0, "val/pgd_acc": 0.25}
+    (work / "runs" / "train-pgd-at" / "metrics.jsonl").write_text(json.dumps(metrics) + "\n")
+    out = tmp_path / "out"
+    rc = summ.main(["--work", str(work), "--out", str(out), "--mode", "gpu", "--total", "155"])
+    assert rc == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert [(p["name"], p["status"], p["exit_code"]) for p in s["parts"]] == [
+        ("env", "ok", 0),
+        ("bench-resnet18-fp32", "failed", 1),
+        ("train-pgd-at", "timeout", 124),
+        ("bench-compile", "skipped", None),
+    ]
+    assert s["parts"][1]["wall_s"] == 3.25 and s["total_s"] == 155
+    assert s["train"]["train-pgd-at"]["metrics"] == [metrics]
+    assert any("bench-resnet18-fp32.json" in n for n in s["notes"])  # broken file noted
+    md = (out / "summary.md").read_text()
+    assert "| bench-resnet18-fp32 | failed (exit 1) |" in md and "no time left" in md
+    assert "| train 1 | 12.5 | 2 | 0.25 |" in md
+
+    work_ok = _summary_work(tmp_path / "ok", ["env\tok\t0\t1.0\t60\tx"])
+    assert summ.main(["--work", str(work_ok), "--out", str(tmp_path / "out2")]) == 0
+
+
+SCRIPT = BENCH / "gpu_check.sh"
+
+
+def _run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=600
+    )
+
+
+def test_gpu_check_usage_errors(tmp_path: Path) -> None:
+    r = _run_check(str(tmp_path / "out"))
+    assert r.returncode == 2 and "usage" in r.stderr
+    r = _run_check(str(tmp_path / "out"), str(tmp_path / "missing.tar.gz"))
+    assert r.returncode == 2 and "missing.tar.gz: file not found" in r.stderr
+
+
+def test_gpu_check_keeps_to_its_time_budget(tmp_path: Path) -> None:
+    """With no time budget every part is skipped, and the summary still comes out."""
+    tarball = tmp_path / "t.tar.gz"
+    _image_tarball(tarball, per_class=1)
+    out = tmp_path / "out"
+    r = _run_check(
+        "--cpu-smoke",
+        str(out),
+        str(tarball),
+        env={"GPU_CHECK_BUDGET_S": "0", "GPU_CHECK_WORK": str(tmp_path / "w")},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    names = [p["name"] for p in s["parts"]]
+    assert names[:3] == ["env", "pytest-gpu", "data"] and "bench-compile" in names
+    assert {p["status"] for p in s["parts"]} == {"skipped"}
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "summary.json", "summary.md"]
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_smoke_dry_run(tmp_path: Path) -> None:
+    """The whole check as a dry run on the CPU (tiny sizes): every part runs and succeeds."""
+    tarball = tmp_path / "cifar10-jpeg-train.tar.gz"
+    _image_tarball(tarball, per_class=400, suffix=".jpg")  # 1,200 images; the slice takes 1,002
+    out = tmp_path / "out"
+    r = _run_check(
+        "--cpu-smoke", str(out), str(tarball), env={"GPU_CHECK_WORK": str(tmp_path / "w")}
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    status = {p["name"]: p["status"] for p in s["parts"]}
+    assert status == {
+        "env": "ok",
+        "pytest-gpu": "ok",
+        "data": "ok",
+        "bench-cnn-fp32": "ok",
+        "bench-cnn-bf16": "ok",
+        "bench-cnn-bf16-cl": "ok",
+        "train-pgd-at": "ok",
+        "train-afa-trades": "ok",
+        "bench-compile": "skipped",
+    }
+    assert all(p["wall_s"] > 0 for p in s["parts"] if p["status"] == "ok")
+    assert (s["data"]["train"], s["data"]["val"], s["data"]["test"]) == (1002 - 150, 50, 100)
+    assert set(s["bench"]) == {"bench-cnn-fp32", "bench-cnn-bf16", "bench-cnn-bf16-cl"}
+    assert s["bench"]["bench-cnn-bf16"]["config"]["precision"] == "bf16"
+    for run in ("train-pgd-at", "train-afa-trades"):
+        (last,) = [m for m in s["train"][run]["metrics"] if "epoch" in m]
+        assert math.isfinite(last["train/loss"])
+    assert "| train-afa-trades | ok |" in (out / "summary.md").read_text()
