@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -188,6 +189,12 @@ def torchattacks_missing() -> str | None:
             "needs no torchvision: pip install --no-deps torchattacks (not an afa dependency)"
         )
     return None
+
+
+def torchattacks_version() -> str:
+    import torchattacks
+
+    return str(getattr(torchattacks, "__version__", "unknown"))
 
 
 def build_step(
@@ -348,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except UserError as err:
         raise SystemExit(f"--precision {args.precision}: {err}") from None
     warn_if_busy(device)
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     methods: list[str] = list(args.methods)
     skipped: dict[str, str] = {}
     if "pgd-torchattacks" in methods:
@@ -525,7 +533,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seed": args.seed,
             "optimizer": "SGD lr 0.01 momentum 0.9 weight_decay 5e-4",
         },
-        "environment": environment(device),
+        "environment": {
+            **environment(device),
+            "load_average_1min_at_start": load_at_start,
+            **({"torchattacks": torchattacks_version()} if "pgd-torchattacks" in methods else {}),
+        },
         "memory_source": memory_source,
         "methods": results,
         "attack_cost": attack_cost,
