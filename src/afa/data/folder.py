@@ -70,6 +70,7 @@ class FileTree:
         else:
             raise DataError(f"{self.path}: not a folder, a readable .tar(.gz) or a .zip archive")
         self._listing: dict[str, tuple[int, int]] | None = None  # name -> (size, mtime_ns)
+        self._texts: dict[str, bytes] = {}  # a tar's .txt members, read during the listing
 
     def where(self, name: str) -> str:
         """How error messages name the file ``name``."""
@@ -97,7 +98,12 @@ class FileTree:
                     with tarfile.open(self.path, "r:*") as tf:
                         for member in tf:
                             if member.isfile():
-                                found[_clean(member.name)] = (member.size, int(member.mtime))
+                                name = _clean(member.name)
+                                found[name] = (member.size, int(member.mtime))
+                                if name.endswith(".txt"):  # keep the labels files: no 2nd pass
+                                    f = tf.extractfile(member)
+                                    assert f is not None
+                                    self._texts[name] = f.read()
             except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
                 raise DataError(f"{self.path}: could not be read ({exc})") from None
             self._listing = dict(sorted(found.items()))
@@ -111,7 +117,9 @@ class FileTree:
         return [self.path.name, st.st_size, st.st_mtime_ns]
 
     def read_text(self, name: str) -> str:
-        """The UTF-8 text of one small file (a tar is scanned for it)."""
+        """The UTF-8 text of one small file."""
+        if self.kind == "tar":
+            self.listing()
         for _, data in self.read([name]):
             try:
                 return data.decode("utf-8")
@@ -121,6 +129,9 @@ class FileTree:
 
     def read(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         """``(name, bytes)`` for each name, in the given order."""
+        if self.kind == "tar" and all(n in self._texts for n in names):
+            yield from ((n, self._texts[n]) for n in names)
+            return
         if self.kind == "tar":
             # One pass over the archive keeps the (compressed) bytes of the wanted members.
             wanted, found = set(names), {}
