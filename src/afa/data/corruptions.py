@@ -573,9 +573,13 @@ def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> 
 
 def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 2x3 affine map taking three (x, y) points ``src`` onto ``dst`` (OpenCV's
-    ``getAffineTransform``)."""
+    ``getAffineTransform``), for each of a batch of ``dst``.
+
+    Shape:
+        src: (3, 2); dst: (..., 3, 2); returns (..., 2, 3).
+    """
     a = np.concatenate([src, np.ones((3, 1))], axis=1)
-    return np.linalg.solve(a, dst).T
+    return np.swapaxes(np.linalg.solve(a, dst), -1, -2)
 
 
 @_register("elastic_transform")
@@ -596,31 +600,38 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
         (size * 0.1, size * 0.03, size * 0.03),
     ][severity - 1]
     n, ch, h, w = x.shape
-    x = x.astype(np.float32).astype(np.float64)
+    x = x.astype(np.float32).astype(np.float64).reshape(n * ch, h, w)
     center = np.array([w // 2, h // 2], dtype=np.float64)  # (x, y)
     side = min(h, w) // 3
     pts1 = np.stack([center + side, [center[0] + side, center[1] - side], center - side])
-    out = np.empty_like(x)
+    pts2 = pts1 + rng.uniform(-shift, shift, size=(n, *pts1.shape))
+    m = affine_from_points(pts1, pts2)  # (n, 2, 3): src (x, y) -> dst (x, y)
+    full = np.concatenate([m, np.broadcast_to([[[0.0, 0.0, 1.0]]], (n, 1, 3))], axis=1)
+    inv = np.linalg.inv(full)[:, :2]  # dst -> src: warpAffine samples the source there
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
-    for k in range(n):
-        pts2 = pts1 + rng.uniform(-shift, shift, size=pts1.shape)
-        m = affine_from_points(pts1, pts2)  # src (x, y) -> dst (x, y)
-        inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]  # dst -> src, as warpAffine samples
-        # affine_transform works in (row, col) = (y, x): swap the axes of the inverse map.
-        mat = np.array([[inv[1, 1], inv[1, 0]], [inv[0, 1], inv[0, 0]]])
-        off = np.array([inv[1, 2], inv[0, 2]])
-        warped = np.stack(
-            [ndimage.affine_transform(x[k, c], mat, off, order=1, mode="mirror") for c in range(ch)]
-        )
-        dx, dy = (
+    src_x = (
+        inv[:, 0, 0, None, None] * cols + inv[:, 0, 1, None, None] * rows + inv[:, 0, 2, None, None]
+    )
+    src_y = (
+        inv[:, 1, 0, None, None] * cols + inv[:, 1, 1, None, None] * rows + inv[:, 1, 2, None, None]
+    )
+    # Every (image, channel) plane at once: the plane index is an exact integer coordinate, so
+    # interpolation never mixes planes.
+    plane = np.broadcast_to(np.arange(n * ch, dtype=np.float64)[:, None, None], (n * ch, h, w))
+    per_plane = lambda a: np.repeat(a, ch, axis=0)  # noqa: E731
+    warped = ndimage.map_coordinates(
+        x, [plane, per_plane(src_y), per_plane(src_x)], order=1, mode="mirror"
+    )
+    dx, dy = (
+        (
             ndimage.gaussian_filter(
-                rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3
+                rng.uniform(-1, 1, size=(n, h, w)), (0, sigma, sigma), mode="reflect", truncate=3
             )
             * alpha
-            for _ in range(2)
-        )
-        coords = [rows + dy, cols + dx]
-        out[k] = np.stack(
-            [ndimage.map_coordinates(warped[c], coords, order=1, mode="reflect") for c in range(ch)]
-        )
+        ).astype(np.float32)
+        for _ in range(2)
+    )
+    out = ndimage.map_coordinates(
+        warped, [plane, per_plane(rows + dy), per_plane(cols + dx)], order=1, mode="reflect"
+    ).reshape(n, ch, h, w)
     return np.clip(out, 0, 1)
