@@ -11,6 +11,7 @@ Every run takes well under a second per epoch on a CPU.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +353,22 @@ def test_fp16_channels_last_resume_on_cuda(tmp_path):
     assert ckpt["scaler"]["scale"] > 0 and ckpt["rng"][0]["cuda"] is not None
     for k, v in full.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], rtol=0, atol=1e-5), k
+
+
+def test_validation_records_name_their_attack_and_the_log_is_one_short_line(tmp_path, caplog):
+    from afa.attacks import pgd_label
+
+    with caplog.at_level(logging.INFO, logger="afa"):
+        state, _ = run(tmp_path / "run", "two")
+    label = pgd_label(THREAT, "CE")
+    assert label == "PGD-2 (CE, BN eval)"
+    assert all(r["val/attack"] == label for r in state.history)
+    lines = [r.getMessage() for r in caplog.records if "epoch " in r.getMessage()]
+    assert len(lines) == 5  # one per epoch (2 pre-training + 3 classifier)
+    first, last = lines[0], lines[-1]
+    assert first.startswith("stage 1/2 pretrain  epoch 1/2  loss ")
+    assert last.startswith("stage 2/2 classifier  epoch 3/3  loss ")
+    r = state.history[-1]
+    assert f"train acc {100 * r['train/acc']:.1f}%" in last
+    assert f"val {label} {100 * r['val/pgd_acc']:.1f}%" in last
+    assert all(len(line) < 160 for line in lines)

@@ -101,6 +101,8 @@ class Progress:
         log_every: steps between refreshes.
         enabled: False on ranks other than 0.
         bar: force the bar on/off (default: when stderr is a TTY).
+        log_last: without a bar, also log the epoch's last step (False when the caller
+            logs its own line for the finished epoch, as ``fit`` does).
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class Progress:
         log_every: int,
         enabled: bool = True,
         bar: bool | None = None,
+        log_last: bool = True,
     ) -> None:
         self.desc = desc
+        self.log_last = log_last
         self.total = total
         self.log_every = max(1, log_every)
         self.enabled = enabled
@@ -124,7 +128,8 @@ class Progress:
 
     def due(self, step: int) -> bool:
         """Whether step ``step`` (1-based) shows values."""
-        return self.enabled and (step % self.log_every == 0 or step == self.total)
+        last = step == self.total and (self.log_last or self._bar is not None)
+        return self.enabled and (step % self.log_every == 0 or last)
 
     def step(self, step: int, values: Mapping[str, float] | None) -> None:
         """After step ``step`` (1-based) of ``total``; ``values`` when ``due(step)``."""

@@ -34,7 +34,7 @@ from afa.attacks.threat import ThreatModel
 from afa.data import to_float
 from afa.errors import CheckpointError
 from afa.methods.base import Batch, Method
-from afa.runs import RESUME_KEYS, OptimConfig, ScheduleConfig, TrainConfig
+from afa.runs import RESUME_KEYS, OptimConfig, RunDir, ScheduleConfig, TrainConfig
 from afa.training.checkpoint import (
     FORMAT,
     PAYLOAD_KEYS,
@@ -48,11 +48,11 @@ from afa.training.checkpoint import (
 )
 from afa.training.distributed import DistContext, wrap_ddp
 from afa.training.ema import ModelEMA
-from afa.training.logging import MetricsWriter, Progress, format_values
+from afa.training.logging import MetricsWriter, Progress
 from afa.training.optim import build_optimizer
 from afa.training.precision import autocast_context, check_precision, make_grad_scaler
 from afa.training.schedules import LRSchedule
-from afa.training.validate import validate
+from afa.training.validate import attack_label, validate
 
 log = logging.getLogger("afa.training")
 
@@ -158,9 +158,12 @@ def fit(
             training set, capped at ``train.val_examples``; None: no validation and
             ``best.pt`` follows ``last.pt`` in selecting stages.
         threat: the run's shared threat model (validation PGD uses it with CE).
-        augment: the batched on-device augmentation (``Batch.view``).
+        augment: the batched on-device augmentation (``Batch.view``) of stages without
+            their own.
         device: this process's device (``dist.device`` under DDP).
-        train: the loop's settings (precision, EMA, eval_every, ...).
+        train: the loop's settings (precision, EMA, eval_every, val_examples, seed,
+            log_every, channels_last, compile, sync_bn; the validation batch size). Its
+            epochs, optimizer, schedule and grad_clip are not read: each Stage has its own.
         config: the resolved run config as a plain dict, stored in every checkpoint and
             compared with the checkpoint's on resume (``resume_keys``).
         dist: the process group context (None: a single process).
@@ -170,7 +173,8 @@ def fit(
         extra: more weights-only-safe entries for every checkpoint (e.g. dataset facts).
         stop_after: stop once this many epochs (over all stages, counted from the
             start of the run) are complete, as if interrupted; resume continues.
-        resume_keys: dotted config prefixes that must match on resume.
+        resume_keys: dotted config prefixes that must match on resume (the run schema's
+            ``afa.runs.RESUME_KEYS``).
 
     Returns:
         A :class:`TrainState`.
@@ -186,256 +190,443 @@ def fit(
     device = torch.device(device)
     ctx = dist or DistContext.single(device)
     check_precision(device, train.precision)
+    loop = _Loop(
+        stages,
+        train_loader,
+        device=device,
+        ctx=ctx,
+        train=train,
+        val=_cap_validation(val, train.val_examples),
+        threat=threat,
+        augment=augment,
+        config=config,
+        extra=_checked_extra(extra),
+    )
+    loop.open(run_dir)
+    ckpt = loop.resume(resume_keys) if resume else loop.start_fresh()
+    loop.log_plan()
+    for si in range(loop.start_stage, len(stages)):
+        if loop.stopped(stop_after):
+            return loop.state(completed=False)
+        run = loop.setup_stage(si, ckpt)
+        for epoch in range(run.first_epoch, run.stage.epochs):
+            if loop.stopped(stop_after):
+                return loop.state(completed=False)
+            loop.run_epoch(run, epoch)
+        del run  # drop this stage's DDP reducer (and its gradient hooks) before the next
+    return loop.state(completed=True)
+
+
+@dataclass
+class _StageRun:
+    """One stage's live objects, built fresh at its start (``_Loop.setup_stage``)."""
+
+    index: int
+    stage: Stage
+    method: Method
+    runner: Any  # the method, wrapped by DDP and/or torch.compile when asked
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+    augment: Callable[[Tensor], Tensor]
+    first_epoch: int = 0
+
+    def desc(self, epoch: int) -> str:
+        return f"{self.stage.name} {epoch + 1}/{self.stage.epochs}"
+
+
+class _Loop:
+    """What ``fit`` carries from epoch to epoch: settings, files, counters and ``best``."""
+
+    def __init__(
+        self,
+        stages: list[Stage],
+        loader: TrainLoader,
+        *,
+        device: torch.device,
+        ctx: DistContext,
+        train: TrainConfig,
+        val: tuple[Tensor, Tensor] | None,
+        threat: ThreatModel,
+        augment: Callable[[Tensor], Tensor],
+        config: Mapping[str, Any],
+        extra: dict[str, Any],
+    ) -> None:
+        self.stages, self.loader, self.device, self.ctx = stages, loader, device, ctx
+        self.train, self.val, self.threat, self.augment = train, val, threat, augment
+        self.config, self.extra = config, extra
+        self.model = stages[0].method.model
+        self.steps_per_epoch = len(loader)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                "fit: the training loader yields no batch (fewer examples than a batch?)"
+            )
+        self.start_stage, self.start_epoch = 0, 0  # where this call starts
+        self.done = (0, 0)  # (stage index, completed epochs in it) of the last epoch
+        self.global_epoch, self.global_step = 0, 0
+        self.best: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.rng_pending = False
+
+    # ------------------------------------------------------------------ start and stop
+
+    def open(self, run_dir: str | Path) -> None:
+        """The run directory this process writes to (created by rank 0)."""
+        self.files = RunDir(Path(run_dir))
+        if self.ctx.is_main:
+            self.files.path.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsWriter(self.files.metrics, enabled=self.ctx.is_main)
+
+    def start_fresh(self) -> None:
+        """A new run: refuse to overwrite one, start an empty metrics file, seed."""
+        if self.files.last.exists():
+            raise CheckpointError(
+                f"{self.files.last} exists: resume that run (--resume), or train into "
+                "another run directory (name=... or out_dir=...)"
+            )
+        self.metrics.reset()
+        seed_all(self.train.seed + self.ctx.rank)
+
+    def resume(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Load ``last.pt``: weights, counters and ``best``; the rest at stage set-up."""
+        last = self.files.last
+        if not last.is_file():
+            raise CheckpointError(f"{last}: cannot resume, no checkpoint there")
+        ckpt = load_checkpoint(last)
+        _check_resume(ckpt, self.config, keys, self.stages, last)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{last}: model weights do not fit: {exc}") from None
+        self.done = (int(ckpt["stage"]["index"]), int(ckpt["epoch"]))
+        self.global_epoch, self.global_step = int(ckpt["global_epoch"]), int(ckpt["global_step"])
+        self.best = ckpt["best"]
+        kept_epochs = self.global_epoch
+        self.metrics.keep(lambda r: int(r.get("global_epoch", 0)) <= kept_epochs)
+        log.info("resuming %s after global epoch %d (step %d)", last, kept_epochs, self.global_step)
+        self.start_stage, self.start_epoch = self.done
+        if self.start_epoch == self.stages[self.start_stage].epochs:  # it ended a stage
+            self.start_stage, self.start_epoch = self.start_stage + 1, 0
+        self.rng_pending = True  # restored once the resumed stage is set up
+        return ckpt
+
+    def stopped(self, stop_after: int | None) -> bool:
+        return stop_after is not None and self.global_epoch >= stop_after
+
+    def state(self, completed: bool) -> TrainState:
+        stage_index, epoch = self.done
+        return TrainState(
+            run_dir=self.files.path,
+            last_path=self.files.last,
+            best_path=self.files.best if self.files.best.exists() else None,
+            stage=self.stages[stage_index].name,
+            stage_index=stage_index,
+            epoch=epoch,
+            global_epoch=self.global_epoch,
+            global_step=self.global_step,
+            best=self.best,
+            completed=completed,
+            history=self.history,
+        )
+
+    def log_plan(self) -> None:
+        validation = "none"
+        if self.val is not None:
+            validation = (
+                f"{len(self.val[1])} examples, {attack_label(self.threat)}, "
+                f"{self.threat.describe()}"
+            )
+        log.info(
+            "training %s on %s (world size %d, %s); validation: %s",
+            " -> ".join(
+                f"{s.name} ({type(s.method).__name__}, {s.epochs} epochs)" for s in self.stages
+            ),
+            self.device,
+            self.ctx.world_size,
+            self.train.precision,
+            validation,
+        )
+
+    # ------------------------------------------------------------------ a stage
+
+    def setup_stage(self, si: int, ckpt: Mapping[str, Any] | None) -> _StageRun:
+        """Build the stage's optimizer, schedule, scaler and EMA; restore them on resume."""
+        t, stage = self.train, self.stages[si]
+        method = stage.method.to(self.device)
+        if t.channels_last:
+            method.to(memory_format=torch.channels_last)
+        runner = wrap_ddp(method, self.ctx, sync_bn=t.sync_bn)  # converts BN in place first
+        if t.compile:
+            runner = torch.compile(runner)
+        params = method.trainable_parameters()
+        optimizer = build_optimizer(params, stage.optimizer)
+        run = _StageRun(
+            index=si,
+            stage=stage,
+            method=method,
+            runner=runner,
+            params=params,
+            optimizer=optimizer,
+            schedule=LRSchedule(
+                optimizer, stage.schedule, steps_per_epoch=self.steps_per_epoch, epochs=stage.epochs
+            ),
+            scaler=make_grad_scaler(self.device, t.precision),
+            ema=ModelEMA(self.model, t.ema.decay, t.ema.warmup) if t.ema.enabled else None,
+            augment=stage.augment or self.augment,
+        )
+        if ckpt is not None and si == self.start_stage and self.start_epoch > 0:
+            _restore_stage(
+                ckpt, self.files.last, method, optimizer, run.schedule, run.scaler, run.ema
+            )
+            run.first_epoch = self.start_epoch
+        elif stage.select_by is not None:
+            self.best = None  # each selecting stage chooses among its own epochs
+        if self.rng_pending:
+            _restore_rng(ckpt, self.ctx, self.device, t.seed, self.global_epoch)
+            self.rng_pending = False
+        return run
+
+    # ------------------------------------------------------------------ an epoch
+
+    def run_epoch(self, run: _StageRun, epoch: int) -> None:
+        """Train one epoch, validate on schedule, log it and checkpoint it."""
+        record = self.train_epoch(run, epoch)
+        _raise_if_diverged(record, run.stage.name, epoch, self.files.last)
+        collapse = run.method.collapse_message(_train_means(record), epoch)
+        if collapse is not None:
+            record["collapse_warning"] = True
+            log.warning("%s: %s", run.desc(epoch), collapse)
+        self.global_epoch += 1
+        self.validate(run, epoch, record)
+        improved = self.update_best(run, epoch, record)
+        self.done = (run.index, epoch + 1)
+        self.metrics.write(record)
+        self.history.append(record)
+        self.checkpoint(run, epoch, record, improved)
+
+    def train_epoch(self, run: _StageRun, epoch: int) -> dict[str, Any]:
+        """The epoch's steps; returns its ``metrics.jsonl`` record (train part)."""
+        t, method, device = self.train, run.method, self.device
+        method.train()
+        method.on_epoch_start(epoch, run.stage.epochs)
+        self.loader.set_epoch(self.global_epoch)
+        set_augment_epoch = getattr(run.augment, "set_epoch", None)
+        if set_augment_epoch is not None:  # a strength schedule over the stage
+            set_augment_epoch(epoch, run.stage.epochs)
+        progress = Progress(
+            run.desc(epoch), self.steps_per_epoch, log_every=t.log_every,
+            enabled=self.ctx.is_main, log_last=False,
+        )  # fmt: skip
+        sums: dict[str, Tensor] = {}
+        count, lr, t0 = 0, run.schedule.get_last_lr()[0], time.perf_counter()
+        for i, (x_uint8, y) in enumerate(self.loader, start=1):
+            x = to_float(x_uint8, device)
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with autocast_context(device, t.precision):
+                out = run.runner(Batch(x, y, run.augment))
+            run.scaler.scale(out.loss).backward()
+            if run.stage.grad_clip is not None:
+                run.scaler.unscale_(run.optimizer)
+                torch.nn.utils.clip_grad_norm_(run.params, run.stage.grad_clip)
+            lr = run.optimizer.param_groups[0]["lr"]
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.schedule.step()
+            if run.ema is not None:
+                run.ema.update(self.model)
+            self.global_step += 1
+            count += _accumulate(sums, {"loss": out.loss, **out.metrics}, int(y.shape[0]))
+            progress.step(i, _progress_values(sums, count, lr) if progress.due(i) else None)
+        progress.close()
+        return self.train_record(run, epoch, sums, count, lr, time.perf_counter() - t0)
+
+    def train_record(
+        self,
+        run: _StageRun,
+        epoch: int,
+        sums: Mapping[str, Tensor],
+        count: int,
+        lr: float,
+        train_time: float,
+    ) -> dict[str, Any]:
+        """Epoch means over every rank (sums and counts reduced, divided once)."""
+        reduced = self.ctx.reduce_sums({**{k: float(v) for k, v in sums.items()}, "_count": count})
+        total = reduced.pop("_count")
+        return {
+            "stage": run.stage.name,
+            "stage_index": run.index,
+            "epoch": epoch + 1,
+            "epochs": run.stage.epochs,
+            "global_epoch": self.global_epoch + 1,
+            "global_step": self.global_step,
+            "lr": lr,
+            "time_s": train_time,
+            **{f"train/{k}": v / max(total, 1) for k, v in reduced.items()},
+            **{f"train/{k}": float(v) for k, v in run.method.epoch_metrics().items()},
+        }
+
+    def validate(self, run: _StageRun, epoch: int, record: dict[str, Any]) -> None:
+        """Clean and PGD accuracy every ``eval_every`` epochs and at the stage's last."""
+        t = self.train
+        last_of_stage = epoch + 1 == run.stage.epochs
+        if self.val is None or not ((epoch + 1) % t.eval_every == 0 or last_of_stage):
+            return
+        t1 = time.perf_counter()
+        generator = torch.Generator(device=self.device).manual_seed(t.seed + self.ctx.rank)
+        result = validate(
+            self.evaluated_model(run),
+            self.val[0],
+            self.val[1],
+            self.threat,
+            batch_size=t.batch_size,
+            device=self.device,
+            precision=t.precision,
+            generator=generator,
+            dist=self.ctx,
+        )
+        record.update({f"val/{k}": v for k, v in result.items()})
+        record["val/attack"] = attack_label(self.threat)
+        record["val/time_s"] = time.perf_counter() - t1
+
+    def evaluated_model(self, run: _StageRun) -> torch.nn.Module:
+        """The weights validation measures (the rule of ``EMAConfig.evaluated``)."""
+        return run.ema.module if run.ema is not None and self.train.ema.evaluated() else self.model
+
+    def update_best(self, run: _StageRun, epoch: int, record: Mapping[str, Any]) -> bool:
+        """Whether this epoch becomes ``best.pt`` (always, without a validation split)."""
+        metric = run.stage.select_by
+        if metric is None or (self.val is not None and metric not in record):
+            return False
+        value, best = record.get(metric), self.best
+        if self.val is None or best is None or best["value"] is None or value > best["value"]:
+            self.best = {
+                "metric": metric if self.val is not None else None,
+                "value": value,
+                "stage": run.stage.name,
+                "epoch": epoch + 1,
+                "global_epoch": self.global_epoch,
+            }
+            return True
+        return False
+
+    def checkpoint(
+        self, run: _StageRun, epoch: int, record: dict[str, Any], improved: bool
+    ) -> None:
+        """Write ``last.pt`` (and ``best.pt``) on rank 0 and log the epoch's line."""
+        rngs = self.ctx.all_gather_object(rng_state(self.device))
+        if self.ctx.is_main:
+            payload = self.payload(run, epoch, record, rngs)
+            save_checkpoint(self.files.last, payload, copies=[self.files.best] if improved else [])
+            log.info("%s", epoch_line(record, len(self.stages), best=improved))
+        self.ctx.barrier()  # every rank sees the new last.pt before going on
+
+    def payload(
+        self, run: _StageRun, epoch: int, record: dict[str, Any], rngs: list[Any]
+    ) -> dict[str, Any]:
+        """The complete checkpoint (see :mod:`afa.runs.checkpoint`)."""
+        ema = run.ema
+        return {
+            "format": FORMAT,
+            "model": self.model.state_dict(),
+            "method": method_extra_state(run.method),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.schedule.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "ema_updates": ema.updates if ema is not None else 0,
+            "eval_weights": "ema" if ema is not None and self.train.ema.evaluated() else "model",
+            "stage": {"index": run.index, "name": run.stage.name},
+            "epoch": epoch + 1,
+            "global_epoch": self.global_epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "rng": rngs,
+            "world_size": self.ctx.world_size,
+            "config": dict(self.config),
+            "metrics": record,
+            **self.extra,
+        }
+
+
+def _cap_validation(
+    val: tuple[Tensor, Tensor] | None, cap: int | None
+) -> tuple[Tensor, Tensor] | None:
+    if val is not None and cap is not None:
+        val = (val[0][:cap], val[1][:cap])
+    return None if val is None or len(val[1]) == 0 else val
+
+
+def _checked_extra(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(PAYLOAD_KEYS))
     if clash:
         raise ValueError(f"fit: extra checkpoint entries clash with the payload: {clash}")
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch < 1:
-        raise ValueError("fit: the training loader yields no batch (fewer examples than a batch?)")
-    if val is not None and train.val_examples is not None:
-        val = (val[0][: train.val_examples], val[1][: train.val_examples])
-    if val is not None and len(val[1]) == 0:
-        val = None
+    return extra
 
-    run_dir = Path(run_dir)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", enabled=ctx.is_main)
-    model = stages[0].method.model
 
-    # Where to start: (stage, completed epochs in it), counters, best, RNG.
-    start_stage, start_epoch, global_epoch, global_step = 0, 0, 0, 0
-    best: dict[str, Any] | None = None
-    ckpt: dict[str, Any] | None = None
-    if resume:
-        if not last_path.is_file():
-            raise CheckpointError(f"{last_path}: cannot resume, no checkpoint there")
-        ckpt = load_checkpoint(last_path)
-        _check_resume(ckpt, config, resume_keys, stages, last_path)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"{last_path}: model weights do not fit: {exc}") from None
-        start_stage, start_epoch = int(ckpt["stage"]["index"]), int(ckpt["epoch"])
-        global_epoch, global_step = int(ckpt["global_epoch"]), int(ckpt["global_step"])
-        best = ckpt["best"]
-        metrics.keep(lambda r: int(r.get("global_epoch", 0)) <= global_epoch)
-        log.info(
-            "resuming %s after global epoch %d (step %d)", last_path, global_epoch, global_step
-        )
-    else:
-        if last_path.exists():
-            raise CheckpointError(
-                f"{last_path} exists: resume that run (--resume), or train into another run directory (name=... or out_dir=...)"
-            )
-        metrics.reset()
-        seed_all(train.seed + ctx.rank)
-    done_stage, done_epoch = start_stage, start_epoch  # the last completed epoch
-    if start_epoch == stages[start_stage].epochs:  # the checkpoint ended a stage
-        start_stage, start_epoch = start_stage + 1, 0
-    history: list[dict[str, Any]] = []
-
-    def state(completed: bool) -> TrainState:
-        return TrainState(
-            run_dir=run_dir,
-            last_path=last_path,
-            best_path=best_path if best_path.exists() else None,
-            stage=stages[done_stage].name,
-            stage_index=done_stage,
-            epoch=done_epoch,
-            global_epoch=global_epoch,
-            global_step=global_step,
-            best=best,
-            completed=completed,
-            history=history,
-        )
-
-    def stopping() -> bool:
-        return stop_after is not None and global_epoch >= stop_after
-
-    log.info(
-        "training %s on %s (world size %d, %s); validation: %s",
-        " -> ".join(f"{s.name} ({type(s.method).__name__}, {s.epochs} epochs)" for s in stages),
-        device,
-        ctx.world_size,
-        train.precision,
-        f"{len(val[1])} examples, {threat.describe()}" if val is not None else "none",
-    )
-
-    rng_pending = ckpt is not None  # restore the RNG once the resumed stage is set up
-    for si in range(start_stage, len(stages)):
-        if stopping():
-            return state(completed=False)
-        stage = stages[si]
-        method = stage.method.to(device)
-        if train.channels_last:
-            method.to(memory_format=torch.channels_last)
-        runner = wrap_ddp(method, ctx, sync_bn=train.sync_bn)  # converts BN in place first
-        if train.compile:
-            runner = torch.compile(runner)
-        params = method.trainable_parameters()
-        optimizer = build_optimizer(params, stage.optimizer)
-        schedule = LRSchedule(
-            optimizer, stage.schedule, steps_per_epoch=steps_per_epoch, epochs=stage.epochs
-        )
-        scaler = make_grad_scaler(device, train.precision)
-        ema = ModelEMA(model, train.ema.decay, train.ema.warmup) if train.ema.enabled else None
-        eval_weights = "ema" if ema is not None and train.ema.use_for_eval else "model"
-        first_epoch = 0
-        if ckpt is not None and si == start_stage and start_epoch > 0:
-            _restore_stage(ckpt, last_path, method, optimizer, schedule, scaler, ema)
-            first_epoch = start_epoch
-        elif stage.select_by is not None:
-            best = None  # each selecting stage chooses among its own epochs
-        if rng_pending:
-            _restore_rng(ckpt, ctx, device, train.seed, global_epoch)
-            rng_pending = False
-
-        for epoch in range(first_epoch, stage.epochs):
-            if stopping():
-                return state(completed=False)
-            method.train()
-            method.on_epoch_start(epoch, stage.epochs)
-            stage_augment = stage.augment or augment
-            set_augment_epoch = getattr(stage_augment, "set_epoch", None)
-            if set_augment_epoch is not None:
-                set_augment_epoch(epoch, stage.epochs)
-            train_loader.set_epoch(global_epoch)
-            desc = f"{stage.name} {epoch + 1}/{stage.epochs}"
-            progress = Progress(
-                desc, steps_per_epoch, log_every=train.log_every, enabled=ctx.is_main
-            )
-            sums: dict[str, Tensor] = {}
-            count = 0
-            lr = schedule.get_last_lr()[0]
-            t0 = time.perf_counter()
-            for i, (x_uint8, y) in enumerate(train_loader, start=1):
-                x = to_float(x_uint8, device)
-                if train.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = y.to(device, non_blocking=True)
-                with autocast_context(device, train.precision):
-                    out = runner(Batch(x, y, stage_augment))
-                scaler.scale(out.loss).backward()
-                if stage.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
-                lr = optimizer.param_groups[0]["lr"]
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
-                if ema is not None:
-                    ema.update(model)
-                global_step += 1
-                n = int(y.shape[0])
-                count += n
-                for k, v in {"loss": out.loss, **out.metrics}.items():
-                    v = v.detach().float() * n  # sums weighted by batch size, divided once
-                    sums[k] = sums[k] + v if k in sums else v
-                progress.step(i, {**_means(sums, count), "lr": lr} if progress.due(i) else None)
-            progress.close()
-            train_time = time.perf_counter() - t0
-
-            reduced = ctx.reduce_sums({**{k: float(v) for k, v in sums.items()}, "_count": count})
-            total = reduced.pop("_count")
-            record: dict[str, Any] = {
-                "stage": stage.name,
-                "stage_index": si,
-                "epoch": epoch + 1,
-                "epochs": stage.epochs,
-                "global_epoch": global_epoch + 1,
-                "global_step": global_step,
-                "lr": lr,
-                "time_s": train_time,
-                **{f"train/{k}": v / max(total, 1) for k, v in reduced.items()},
-                **{f"train/{k}": float(v) for k, v in method.epoch_metrics().items()},
-            }
-            if not math.isfinite(record.get("train/loss", 0.0)):
-                raise FloatingPointError(
-                    f"stage {stage.name!r} epoch {epoch + 1}: mean training loss is "
-                    f"{record['train/loss']} (diverged; lower the LR or use fp32); "
-                    f"the last good checkpoint is {last_path}"
-                )
-            train_means = {k[6:]: v for k, v in record.items() if k.startswith("train/")}
-            collapse = method.collapse_message(train_means, epoch)
-            if collapse is not None:
-                record["collapse_warning"] = True
-                log.warning("%s: %s", desc, collapse)
-            global_epoch += 1
-            last_of_stage = epoch + 1 == stage.epochs
-            if val is not None and ((epoch + 1) % train.eval_every == 0 or last_of_stage):
-                t1 = time.perf_counter()
-                generator = torch.Generator(device=device).manual_seed(train.seed + ctx.rank)
-                result = validate(
-                    ema.module if eval_weights == "ema" else model,
-                    val[0],
-                    val[1],
-                    threat,
-                    batch_size=train.batch_size,
-                    device=device,
-                    precision=train.precision,
-                    generator=generator,
-                    dist=ctx,
-                )
-                record.update({f"val/{k}": v for k, v in result.items()})
-                record["val/time_s"] = time.perf_counter() - t1
-            improved = False
-            metric = stage.select_by
-            if metric is not None and (val is None or metric in record):
-                value = record.get(metric)
-                if val is None or best is None or best["value"] is None or value > best["value"]:
-                    improved = True
-                    best = {
-                        "metric": metric if val is not None else None,
-                        "value": value,
-                        "stage": stage.name,
-                        "epoch": epoch + 1,
-                        "global_epoch": global_epoch,
-                    }
-            done_stage, done_epoch = si, epoch + 1
-
-            metrics.write(record)
-            history.append(record)
-            rngs = ctx.all_gather_object(rng_state(device))
-            if ctx.is_main:
-                payload = {
-                    "format": FORMAT,
-                    "model": model.state_dict(),
-                    "method": method_extra_state(method),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": schedule.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "ema": ema.module.state_dict() if ema is not None else None,
-                    "ema_updates": ema.updates if ema is not None else 0,
-                    "eval_weights": eval_weights,
-                    "stage": {"index": si, "name": stage.name},
-                    "epoch": epoch + 1,
-                    "global_epoch": global_epoch,
-                    "global_step": global_step,
-                    "best": best,
-                    "rng": rngs,
-                    "world_size": ctx.world_size,
-                    "config": dict(config),
-                    "metrics": record,
-                    **extra,
-                }
-                save_checkpoint(last_path, payload, copies=[best_path] if improved else [])
-                log.info("%s: %s%s", desc, _summary(record), " (best)" if improved else "")
-            ctx.barrier()  # every rank sees the new last.pt before going on
-        del runner  # drop this stage's DDP reducer (and its gradient hooks) before the next
-    return state(completed=True)
+def _accumulate(sums: dict[str, Tensor], values: Mapping[str, Tensor], n: int) -> int:
+    """Add batch-size-weighted values to ``sums`` (divided once, by the count); returns n."""
+    for k, v in values.items():
+        v = v.detach().float() * n
+        sums[k] = sums[k] + v if k in sums else v
+    return n
 
 
 def _means(sums: Mapping[str, Tensor], count: int) -> dict[str, float]:
     return {k: float(v) / max(count, 1) for k, v in sums.items()}
 
 
-def _summary(record: Mapping[str, Any]) -> str:
-    shown = {k: v for k, v in record.items() if "/" in k and not k.endswith("time_s")}
-    return format_values(shown) + f" ({record['time_s']:.1f} s)"
+#: The running means a progress line or bar shows (the rest is in metrics.jsonl).
+PROGRESS_KEYS = ("loss", "acc", "adv_acc")
+
+
+def _progress_values(sums: Mapping[str, Tensor], count: int, lr: float) -> dict[str, float]:
+    shown = {k: v for k, v in sums.items() if k in PROGRESS_KEYS}
+    return {**_means(shown, count), "lr": lr}
+
+
+def _train_means(record: Mapping[str, Any]) -> dict[str, float]:
+    return {k.removeprefix("train/"): v for k, v in record.items() if k.startswith("train/")}
+
+
+def _raise_if_diverged(record: Mapping[str, Any], stage: str, epoch: int, last: Path) -> None:
+    """Stop the run when the epoch's mean training loss is not finite."""
+    loss = record.get("train/loss", 0.0)
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"stage {stage!r} epoch {epoch + 1}: mean training loss is {loss} (diverged; "
+            f"lower the LR or use fp32); the last good checkpoint is {last}"
+        )
+
+
+def epoch_line(record: Mapping[str, Any], n_stages: int = 1, *, best: bool = False) -> str:
+    """One short line per epoch with the figures that matter (the rest is in metrics.jsonl).
+
+    ``stage 1/2 pretrain  epoch 3/10  loss 1.234  train acc 45.6%  val clean 50.1%
+    val PGD-10 (CE, BN eval) 30.2%  lr 0.05  12.3s``; the stage part only for runs of
+    several stages, the accuracies only where the method reports them.
+    """
+    parts = [f"epoch {record['epoch']}/{record['epochs']}"]
+    if n_stages > 1:
+        parts.insert(0, f"stage {record['stage_index'] + 1}/{n_stages} {record['stage']}")
+    if isinstance(record.get("train/loss"), (int, float)):
+        parts.append(f"loss {record['train/loss']:.4g}")
+    for key, name in (
+        ("train/acc", "train acc"),
+        ("train/adv_acc", "train adv acc"),
+        ("val/clean_acc", "val clean"),
+        ("val/pgd_acc", f"val {record.get('val/attack', 'PGD')}"),
+    ):
+        if isinstance(record.get(key), (int, float)):
+            parts.append(f"{name} {100 * record[key]:.1f}%")
+    seconds = record.get("time_s", 0.0) + record.get("val/time_s", 0.0)
+    parts += [f"lr {record['lr']:.3g}", f"{seconds:.1f}s"]
+    return "  ".join(parts) + ("  (best)" if best else "")
 
 
 def _check_stages(stages: list[Stage]) -> None:
@@ -545,4 +736,4 @@ def _restore_rng(
     seed_all(seed + ctx.rank + 1_000_003 * global_epoch)
 
 
-__all__ = ["Stage", "TrainState", "config_difference", "fit"]
+__all__ = ["PROGRESS_KEYS", "Stage", "TrainState", "config_difference", "epoch_line", "fit"]

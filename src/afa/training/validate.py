@@ -7,11 +7,21 @@ import torch
 from torch import Tensor, nn
 
 from afa.attacks import cross_entropy, perturb
-from afa.attacks.threat import ThreatModel
+from afa.attacks.threat import ThreatModel, pgd_label
 from afa.data import to_float
 from afa.runs.options import Precision
 from afa.training.distributed import DistContext
 from afa.training.precision import autocast_context
+
+
+def attack_label(threat: ThreatModel) -> str:
+    """The label of validation's attack, recorded as ``val/attack`` next to ``val/pgd_acc``.
+
+    Validation runs PGD with cross-entropy under the run's own threat model (its steps
+    and BN mode), so the label is ``afa.attacks.pgd_label(threat, "CE")``, e.g.
+    ``PGD-10 (CE, BN eval)``; ``afa eval``'s attacks carry labels of the same form.
+    """
+    return pgd_label(threat, "CE")
 
 
 @torch.no_grad()
@@ -31,7 +41,8 @@ def validate(
 
     The model is put in eval mode and its mode restored afterwards. PGD is the library's
     ``perturb`` with ``cross_entropy`` and the SAME ``ThreatModel`` as training and
-    evaluation, so "val/pgd_acc" is the robust accuracy those numbers mean. Accuracies
+    evaluation, so "val/pgd_acc" is the robust accuracy those numbers mean (the loop
+    records :func:`attack_label` beside it, as ``val/attack``). Accuracies
     are correct counts divided once by the example count (after summing over ranks).
 
     Args:
@@ -81,4 +92,4 @@ def validate(
     return {"clean_acc": counts["clean"] / n, "pgd_acc": counts["adv"] / n}
 
 
-__all__ = ["validate"]
+__all__ = ["attack_label", "validate"]
