@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from afa._io import remove_stale_temporaries
 from afa.errors import UserError
 
 log = logging.getLogger("afa")
@@ -159,3 +160,30 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[RunLock]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def writer_lock(run_dir: str | os.PathLike[str], *, enabled: bool = True) -> Iterator[None]:
+    """What a run's writer holds for its life: :func:`run_lock`, then stale temporaries.
+
+    With the lock held no live writer can own a temporary of the directory, so the
+    ``.<name>.<pid>.<random>.tmp`` files left by a writer killed mid-write (a 0-byte
+    ``.last.pt.*.tmp`` after ``kill -9``) are removed, and the removal is reported.
+
+    Args:
+        run_dir: the run directory (created if needed).
+        enabled: False on every rank but rank 0 under ``torchrun`` (one holder per run).
+    """
+    if not enabled:
+        yield
+        return
+    with run_lock(run_dir):
+        removed = remove_stale_temporaries(run_dir)
+        if removed:
+            log.warning(
+                "%s: removed %d temporary file(s) left by an interrupted write: %s",
+                run_dir,
+                len(removed),
+                ", ".join(p.name for p in removed),
+            )
+        yield

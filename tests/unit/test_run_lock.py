@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from afa._lock import LOCK_NAME, RunLockedError, is_locked, read_holder, run_lock
+from afa._lock import LOCK_NAME, RunLockedError, is_locked, read_holder, run_lock, writer_lock
 
 HOLDER = """
 import sys, time
@@ -82,3 +82,24 @@ def test_clean_exit_of_another_process_is_not_stale(tmp_path):
     assert (tmp_path / LOCK_NAME).read_text() == ""
     with run_lock(tmp_path) as lock:
         assert lock.stale is None
+
+
+def test_writer_lock_removes_stale_temporaries_only(tmp_path, caplog):
+    stale = tmp_path / ".last.pt.4242.0123abcd.tmp"
+    stale.write_bytes(b"")  # what kill -9 inside a checkpoint write leaves
+    keep = [tmp_path / "last.pt", tmp_path / "notes.tmp", tmp_path / ".hidden"]
+    for p in keep:
+        p.write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="afa"):
+        with writer_lock(tmp_path):
+            assert not stale.exists() and all(p.exists() for p in keep)
+            assert is_locked(tmp_path)
+    assert "removed 1 temporary file(s)" in caplog.text and stale.name in caplog.text
+    assert not is_locked(tmp_path)
+
+
+def test_writer_lock_disabled_off_rank_0(tmp_path):
+    stale = tmp_path / ".x.1.2.tmp"
+    stale.write_bytes(b"")
+    with writer_lock(tmp_path, enabled=False):
+        assert not is_locked(tmp_path) and stale.exists()

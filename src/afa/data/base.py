@@ -85,6 +85,13 @@ class DataConfig:
                 "data.val_size: expected 0, a fraction in (0, 1) such as 0.1, or a whole "
                 f"count >= 1 such as 500, got {v!r}"
             )
+        if not 0 <= self.generated_fraction <= 1:
+            raise ConfigError(
+                f"data.generated_fraction: expected a fraction in [0, 1], "
+                f"got {self.generated_fraction!r}"
+            )
+        if self.crop_padding < 0:
+            raise ConfigError(f"data.crop_padding: expected >= 0, got {self.crop_padding!r}")
 
 
 @dataclass
