@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--attacks", default=None, help="smoke runs: comma list (default pgd,cw,autoattack)"
     )
+    q.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="methods run in this many processes of one thread each "
+        "(default: 2 on a CPU with 2+ cores, 1 on a GPU)",
+    )
     return p
 
 
@@ -330,13 +338,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         check_device(args.device, "--device")
         check_output_dir(args.out, "--out")
-        if args.threads is None:
-            import torch
-
-            # Tiny 8x8 models: one intra-op thread is as fast as two on an idle machine and
-            # up to 10x faster on a busy one (benchmarks/README.md).
-            torch.set_num_threads(1)
-        quickstart(
+        start = time.perf_counter()
+        paths = quickstart(
             Path(args.out),
             methods=methods,
             device=args.device,
@@ -344,6 +347,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             eval_examples=args.eval_examples,
             attacks=attacks,
+            workers=args.workers,
+            # Tiny 8x8 models: one intra-op thread is as fast as two on an idle machine and
+            # up to 10x faster on a busy one (benchmarks/README.md).
+            threads=args.threads or 1,
+        )
+        print(Path(paths["md"]).read_text())
+        print(
+            f"quickstart finished in {time.perf_counter() - start:.0f} s; report: {paths['html']}"
         )
         return 0
     raise AssertionError(args.command)  # argparse guarantees a known command
