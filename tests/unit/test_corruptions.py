@@ -417,3 +417,13 @@ def test_elastic_affine_part_samples_through_the_inverse_map_in_x_y_order():
             at = c - 0.2 * r
             if 0 <= at <= 11:
                 assert out[r, c] == pytest.approx(np.interp(at, np.arange(12), src[r]), abs=1e-9)
+
+
+def test_motion_blur_reads_the_blur_back_truncated_to_8_bits():
+    x = smooth_images(3)
+    got = corrupt(x, "motion_blur", 2, np.random.default_rng(4))
+    angles = np.random.default_rng(4).uniform(-45, 45, size=3)
+    blurred = C.motion_blur_image(as_float(x), 6, 1.5, angles)
+    np.testing.assert_array_equal(
+        got, np.floor(np.clip(blurred, 0, 1) * 255 + 1e-6).astype(np.uint8)
+    )

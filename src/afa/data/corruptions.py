@@ -212,14 +212,15 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     half = 8 if radius <= 8 else int(radius)
     lin = np.arange(-half, half + 1)
     xx, yy = np.meshgrid(lin, lin)
-    disk = (xx**2 + yy**2 <= radius**2).astype(np.float64)
+    # float32 as the reference's kernel (it decides the last bit of a few outputs).
+    disk = (xx**2 + yy**2 <= radius**2).astype(np.float32)
     disk /= disk.sum()
     size = 3 if radius <= 8 else 5
     t = np.arange(size) - size // 2
     g = np.exp(-(t**2) / (2 * alias_blur**2))
     g /= g.sum()
     k = ndimage.correlate1d(disk, g, axis=0, mode="mirror")
-    k = ndimage.correlate1d(k, g, axis=1, mode="mirror")
+    k = ndimage.correlate1d(k, g, axis=1, mode="mirror").astype(np.float64)
     rows = np.flatnonzero(np.abs(k).sum(axis=1) > 0)
     cols = np.flatnonzero(np.abs(k).sum(axis=0) > 0)
     return k[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -329,9 +330,13 @@ def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     """Blur along a random direction, angle uniform in [-45, 45) degrees per image."""
     radius, sigma = [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)][severity - 1]
     angles = rng.uniform(-45, 45, size=x.shape[0])
-    # The reference goes through an 8-bit PNG: the blurred image is rounded to uint8 there.
-    y = np.rint(np.clip(motion_blur_image(x, radius, sigma, angles), 0, 1) * 255) / 255.0
-    return y
+    return _imagemagick_8bit(motion_blur_image(x, radius, sigma, angles))
+
+
+def _imagemagick_8bit(x: np.ndarray) -> np.ndarray:
+    """The reference reads ImageMagick's blur back from an 8-bit PNG, which truncates (checked
+    against ImageMagick 6.9: a value that is an integer up to float error counts as one)."""
+    return np.floor(np.clip(x, 0, 1) * 255 + 1e-6) / 255.0
 
 
 def clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
@@ -475,7 +480,7 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     # Through an 8-bit grey PNG before and after ImageMagick's blur, as the reference.
     layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8) / 255.0
     angles = rng.uniform(-135, -45, size=n)
-    layer = np.rint(np.clip(motion_blur_image(layer, radius, sigma, angles), 0, 1) * 255) / 255
+    layer = _imagemagick_8bit(motion_blur_image(layer, radius, sigma, angles))
     x = keep * x + (1 - keep) * np.maximum(x, _gray(x) * 1.5 + 0.5)
     return np.clip(x + layer + np.rot90(layer, k=2, axes=(2, 3)), 0, 1)
 
