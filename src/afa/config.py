@@ -177,14 +177,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         for arg in args:
             if arg in (bool, int, float, str) and type(value) is arg:
                 return _convert(value, arg, key)
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                continue  # the next member may fit; the error below names them all
         raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):

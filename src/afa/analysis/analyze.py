@@ -9,8 +9,6 @@ Definitions are those of docs/method.md, "Measuring alignment", detailed in each
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from afa._io import write_json
 from afa.analysis import plots
 from afa.analysis.alignment import (
     centroid_alignment,
@@ -34,6 +33,7 @@ from afa.analysis.geometry import cosine_geometry
 from afa.analysis.lipschitz import local_lipschitz, summarize_lipschitz
 from afa.analysis.separation import input_separation
 from afa.attacks import ThreatModel, cross_entropy, perturb, pgd_label
+from afa.data import to_float
 from afa.models.base import Classifier
 
 __all__ = ["FIGURES", "analyze", "write_analysis"]
@@ -54,8 +54,7 @@ def _tensor(a: np.ndarray | Tensor) -> Tensor:
 
 def _to_unit(x: Tensor, device: torch.device) -> Tensor:
     """A batch as float32 in [0, 1] on ``device`` (uint8 pixels divided by 255)."""
-    x = x.to(device)
-    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    return to_float(x, device) if x.dtype == torch.uint8 else x.to(device).float()
 
 
 def _subset(n_total: int, n: int | None, gen: torch.Generator) -> Tensor:
@@ -301,21 +300,6 @@ def _tsne(per_sample: dict[str, Any], labels: Tensor, n: int, seed: int) -> dict
     }
 
 
-def _json_ready(value: Any) -> Any:
-    """Non-finite floats become ``None`` (JSON has no NaN); tuples become lists."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return _json_ready(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_analysis(
     run_dir: str | Path, result: dict[str, Any], figures: bool = True
 ) -> dict[str, Path]:
@@ -349,8 +333,6 @@ def write_analysis(
         written = {name: p.name for name, p in paths.items()}
     result["figures"] = written
     out = run_dir / "analysis.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_ready(result), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, out)
+    write_json(out, result)
     paths["json"] = out
     return paths

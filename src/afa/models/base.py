@@ -72,8 +72,3 @@ class Classifier(nn.Module):
         A no-op for a model without dual batch norm (:mod:`afa.models.dual_bn`).
         """
         return bn_branch(self, branch)
-
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        """Every parameter except the head's (what a linear probe freezes)."""
-        head = {id(p) for p in self.head.parameters()}
-        return [p for p in self.parameters() if id(p) not in head]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from afa._io import atomic_write_text
 from afa.report.collect import RunSummary, load_run, sanity_messages
 from afa.report.figures import plot_corruption_severity, plot_tradeoff, plot_training_curves
 
@@ -572,10 +573,7 @@ def _now() -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def compare(

@@ -6,30 +6,16 @@ bar per epoch when stderr is a terminal. Only rank 0 writes or displays anything
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from afa._io import atomic_write_text, dumps_json, read_jsonl
 
 log = logging.getLogger("afa.training")
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON number/string/bool/null for a metric value (non-finite floats become null)."""
-    if isinstance(value, torch.Tensor):
-        value = value.item()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class MetricsWriter:
@@ -47,7 +33,7 @@ class MetricsWriter:
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        line = json.dumps({str(k): jsonable(v) for k, v in record.items()}, allow_nan=False)
+        line = dumps_json(dict(record), indent=None)
         with open(self.path, "a") as f:
             f.write(line + "\n")
             f.flush()
@@ -66,9 +52,7 @@ class MetricsWriter:
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in self.read() if predicate(r)]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(dumps_json(r, indent=None) + "\n" for r in kept))
 
     def reset(self) -> None:
         """Start an empty file (a fresh run in a directory with an old log)."""
@@ -77,11 +61,8 @@ class MetricsWriter:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Parse a ``metrics.jsonl`` file into a list of records."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` file (``afa._io.read_jsonl``; [] if missing)."""
+    return read_jsonl(path)
 
 
 def format_values(values: Mapping[str, float]) -> str:
@@ -148,4 +129,4 @@ class Progress:
             self._bar = None
 
 
-__all__ = ["MetricsWriter", "Progress", "format_values", "jsonable", "read_metrics"]
+__all__ = ["MetricsWriter", "Progress", "format_values", "read_metrics"]
