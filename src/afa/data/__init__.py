@@ -24,10 +24,13 @@ from afa.data.base import DataConfig, DatasetInfo, ImageSet, Splits
 from afa.data.generated import load_generated
 from afa.data.loader import BatchLoader, MixedLoader, build_train_loader
 from afa.data.registry import DATASETS, load_splits
+from afa.data.shift import CORRUPTIONS, EXTRA_CORRUPTIONS, load_cifar10_1, load_cifar_c
 from afa.data.synthetic import write_cifar_like
 
 __all__ = [
+    "CORRUPTIONS",
     "DATASETS",
+    "EXTRA_CORRUPTIONS",
     "BatchLoader",
     "DataConfig",
     "DatasetInfo",
@@ -35,6 +38,8 @@ __all__ = [
     "MixedLoader",
     "Splits",
     "build_train_loader",
+    "load_cifar10_1",
+    "load_cifar_c",
     "load_generated",
     "load_splits",
     "make_augment",

@@ -47,6 +47,9 @@ class DataConfig:
         corruption / severity: ``cifar10-c`` / ``cifar100-c``: which corruption, and severity
             1..5 (null: all five).
         version: ``cifar10.1``: ``v6`` (2,000 images) or ``v4`` (2,021).
+        train_size: keep only a stratified subset of the training split (after val is held
+            out; seeded by ``split_seed``): a fraction in (0, 1] or a count; null keeps all.
+            For smoke runs and quick measurements.
     """
 
     name: str = "digits"
@@ -73,6 +76,7 @@ class DataConfig:
     corruption: str | None = None
     severity: int | None = None
     version: str = "v6"
+    train_size: int | float | None = None
 
     def __post_init__(self) -> None:
         # A float is a fraction, an int a count: 2.0 is neither, and rounding it to a

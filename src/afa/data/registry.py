@@ -26,10 +26,11 @@ def load_splits(cfg: DataConfig) -> Splits:
 
     The validation set is stratified, held out of the training set (never the test set), of size
     ``cfg.val_size`` (a fraction in (0, 1), a count >= 1, or 0 for an empty set) and a pure
-    function of ``cfg.split_seed``. ``augment: auto`` resolves to the dataset's default.
+    function of ``cfg.split_seed``. ``cfg.train_size`` then keeps a stratified subset of the
+    rest. ``augment: auto`` resolves to the dataset's default.
 
     Raises:
-        ConfigError: an unknown dataset, augment or val_size.
+        ConfigError: an unknown dataset, augment, val_size or train_size.
         DataError: a missing, corrupted or inconsistent data file (the message names it).
     """
     factory = DATASETS.get(cfg.name)
@@ -50,4 +51,24 @@ def load_splits(cfg: DataConfig) -> Splits:
     else:
         keep, held = stratified_split(train.labels, count, cfg.split_seed)
         train, val = subset(train, keep), subset(train, held)
+    if cfg.train_size is not None:
+        train = _train_subset(train, cfg.train_size, cfg.split_seed)
     return Splits(train=train, val=val, test=test, info=info)
+
+
+def _train_subset(train: ImageSet, size: float, seed: int) -> ImageSet:
+    """A stratified subset of ``size`` (a fraction in (0, 1] or a count) of ``train``."""
+    n = len(train)
+    if isinstance(size, bool) or not (
+        (isinstance(size, float) and 0 < size <= 1) or (isinstance(size, int) and size >= 1)
+    ):
+        raise ConfigError(
+            f"data.train_size: expected a fraction in (0, 1] or a whole count >= 1, got {size!r}"
+        )
+    count = int(round(size * n)) if isinstance(size, float) else size
+    if count > n:
+        raise ConfigError(f"data.train_size={size!r}: only {n} training examples")
+    if count == n:
+        return train
+    _, kept = stratified_split(train.labels, count, seed)
+    return subset(train, kept)
