@@ -245,6 +245,8 @@ def test_markdown_table_order_missing_values_and_plain_words(report):
     assert "do not trust these robust accuracies" in md
     assert "no eval.json" in md and "run directory not found" in md
     assert "restates accuracy" in md and "†" in md and "⚠" in md
+    # 360 examples: 1.96 * sqrt(0.25 / 360) = 5.2 points, 1.96 * sqrt(0.09 / 360) = 3.1
+    assert "Test examples per evaluation: 360" in md and "±5.2 points (at 50%; ±3.1 at 90%" in md
     assert (
         "2r = 0.435 apart in Linf (1213 training and 200 test images) against 2 eps = 0.400" in md
     )

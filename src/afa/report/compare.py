@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from afa._io import atomic_write_text
+from afa.evaluation import binomial_halfwidth
 from afa.report.collect import RunSummary, load_run, sanity_messages
 from afa.report.figures import plot_corruption_severity, plot_tradeoff, plot_training_curves
 
@@ -254,7 +255,13 @@ def _context(rep: _Report) -> list[str]:
         )
     ns = {r.n_examples for r in rep.runs if r.n_examples is not None}
     if len(ns) == 1:
-        lines.append(f"Test examples per evaluation: {ns.pop()}.")
+        n = ns.pop()
+        lines.append(
+            f"Test examples per evaluation: {n}, so each accuracy carries a 95% binomial "
+            f"interval of up to ±{100 * binomial_halfwidth(0.5, n):.1f} points (at 50%; "
+            f"±{100 * binomial_halfwidth(0.9, n):.1f} at 90% or 10%): smaller differences "
+            "between rows are noise."
+        )
     elif len(ns) > 1:
         lines.append(
             f"Evaluations used different numbers of test examples ({', '.join(map(str, sorted(ns)))})."
