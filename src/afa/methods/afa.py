@@ -11,7 +11,13 @@ Learning via Adversarial Training", arXiv 2402.12187 (ACM AISec 2024); the metho
    contrast set computed on clean inputs and held fixed, or on the cross-entropy of
    ``f = model(x)`` (``attack_loss="ce"``);
 3. minimise the AFA loss (:class:`afa.losses.AFALoss`) of all views' features
-   ``z = normalize(h(g(x)))`` (one forward over the concatenated views).
+   ``z = normalize(h(g(x)))`` (one forward over the concatenated views), plus, with
+   ``clean_term``, the clean views' own supervised contrastive term weighted as ACL or DynACL
+   (:mod:`afa.methods.clean_term`).
+
+With dual batch norm (``model.dual_bn``) the clean views go through the ``clean`` BN branch
+and the adversarial views, and the attack crafting them, through the ``adv`` branch (two
+forwards instead of one).
 
 Stage 2 (a linear probe or fine-tuning) is added by the planner (``pretraining = True``).
 
@@ -29,8 +35,9 @@ import torch
 from afa.attacks import cross_entropy, perturb
 from afa.attacks.threat import ThreatModel
 from afa.errors import ConfigError
-from afa.losses import Views
+from afa.losses import AFALoss, Views
 from afa.methods.base import Batch, StepOutput, check_non_negative
+from afa.methods.clean_term import CleanTerm, check_schedule, clean_adv_weights, on_branch
 from afa.methods.contrastive import (
     ContrastivePretraining,
     PretrainConfig,
@@ -40,6 +47,7 @@ from afa.methods.contrastive import (
 )
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
+from afa.models.dual_bn import Branch, bn_branch
 
 
 @register_method("afa")
@@ -85,6 +93,12 @@ class AFAPretrain(ContrastivePretraining):
                 (0 = off).
             clean_anchor_weight: weight of an extra AFA term with the clean views as
                 anchors (0 = off); a remedy if the clean features collapse.
+            clean_term: ``"none"`` (default), ``"acl"`` or ``"dynacl"``: add the clean
+                views' own term (the AFA loss with every clean view an anchor and only the
+                clean views as the contrast set; needs ``clean_views >= 2``) and minimise
+                ``a * L_clean + b * L_AFA`` with ACL's (1/2, 1/2) or DynACL's schedule
+                ((2 - w)/2, w/2) (:mod:`afa.methods.clean_term`); ``none``: ``L_AFA`` alone.
+            dynacl_k / dynacl_swap: DynACL's K (50) and swap (2/3) of ``clean_term: dynacl``.
 
         The CE probe (``lambda_ce``, ``ce_detach``) sees every view, clean and
         adversarial.
@@ -97,10 +111,19 @@ class AFAPretrain(ContrastivePretraining):
         attack_loss: Literal["afa", "ce"] = "afa"
         eps_warmup_epochs: int = 0
         clean_anchor_weight: float = 0.0
+        clean_term: CleanTerm = "none"
+        dynacl_k: int = 50
+        dynacl_swap: float = 2 / 3
 
         def __post_init__(self) -> None:
             super().__post_init__()
             check_non_negative(self, "clean_anchor_weight", "eps_warmup_epochs", "clean_views")
+            check_schedule(self.dynacl_k, self.dynacl_swap)
+            if self.clean_term != "none" and self.clean_views < 2:
+                raise ConfigError(
+                    f"method.clean_term: {self.clean_term!r} contrasts two clean views "
+                    f"among themselves; needs clean_views >= 2, got {self.clean_views}"
+                )
             if self.adv_views < 1:
                 raise ConfigError(f"method.adv_views: expected >= 1, got {self.adv_views!r}")
             if self.clean_anchor_weight > 0 and self.clean_views == 0:
@@ -113,6 +136,12 @@ class AFAPretrain(ContrastivePretraining):
     ) -> None:
         super().__init__(model, threat, config)
         self.current_threat = self.warmup_threat(0)
+        c = self.config
+        # The clean term: every clean view an anchor against the clean views only.
+        self.clean_criterion = AFALoss(
+            temperature=c.temperature, denominator=c.denominator, anchors="all"
+        )
+        self.term_weights = clean_adv_weights(c.clean_term, 0, 1, c.dynacl_k, c.dynacl_swap)
 
     def criterion_options(self) -> dict[str, Any]:
         c = self.config
@@ -131,7 +160,11 @@ class AFAPretrain(ContrastivePretraining):
         return self.threat.with_(eps=self.threat.eps * frac, step_size=self.threat.step_size * frac)
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        c = self.config
         self.current_threat = self.warmup_threat(epoch)
+        self.term_weights = clean_adv_weights(
+            c.clean_term, epoch, epochs, c.dynacl_k, c.dynacl_swap
+        )
 
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
@@ -140,17 +173,43 @@ class AFAPretrain(ContrastivePretraining):
         starts = torch.cat([batch.view() for _ in range(c.adv_views)])
         clean_x = torch.cat(clean) if clean else starts[:0]
         threat = self.current_threat
+        # Without dual BN both routes are the same network (bn_branch is then a no-op).
+        embed_adv = on_branch(self, "adv", self.embed)
         if c.attack_loss == "afa":
-            x_adv = craft_afa_views(self, self.embed, clean_x, starts, y, threat, self.criterion)
+            x_adv = craft_afa_views(
+                self,
+                embed_adv,
+                clean_x,
+                starts,
+                y,
+                threat,
+                self.criterion,
+                clean_embed=on_branch(self, "clean", self.embed),
+            )
         else:
-            x_adv = perturb(self.model, starts, y.repeat(c.adv_views), threat, cross_entropy)
+            forward = on_branch(self, "adv", self.model)
+            x_adv = perturb(
+                self.model, starts, y.repeat(c.adv_views), threat, cross_entropy, forward=forward
+            )
 
         views = Views.stack(y, c.clean_views, c.adv_views)
-        feats = self.model.features(torch.cat([clean_x, x_adv]))
-        z = self.projector(feats)
+        if self.model.dual_bn:
+            feats_c, z_c = self._features_and_z(clean_x, "clean")
+            feats_a, z_a = self._features_and_z(x_adv, "adv")
+            feats, z = torch.cat([feats_c, feats_a]), torch.cat([z_c, z_a])
+        else:
+            feats = self.model.features(torch.cat([clean_x, x_adv]))
+            z = self.projector(feats)
         out = self.criterion(z, views)
         loss = out.loss
         metrics = {**loss_metrics(out), **alignment_metrics(z, feats, views.labels)}
+        if c.clean_term != "none":
+            n_clean = c.clean_views * y.shape[0]
+            clean_out = self.clean_criterion(z[:n_clean], Views.stack(y, c.clean_views, 0))
+            w_clean, w_adv = self.term_weights
+            loss = w_clean * clean_out.loss + w_adv * loss
+            metrics["clean_term_loss"] = clean_out.afa
+            metrics["clean_term_weight"] = torch.tensor(w_clean, device=loss.device)
         if c.clean_anchor_weight > 0:
             metrics["clean_anchor_loss"] = out.clean
         if c.lambda_ce > 0:
@@ -160,6 +219,12 @@ class AFAPretrain(ContrastivePretraining):
         metrics["eps"] = torch.tensor(threat.eps, device=loss.device)
         metrics["loss"] = loss.detach()
         return StepOutput(loss, metrics)
+
+    def _features_and_z(self, x: torch.Tensor, branch: Branch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features and projections of ``x`` on one BN branch (model and head)."""
+        with bn_branch(self, branch):
+            feats = self.model.features(x)
+            return feats, self.projector(feats)
 
 
 __all__ = ["AFAPretrain"]

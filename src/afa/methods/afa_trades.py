@@ -9,8 +9,10 @@ from typing import Any, Literal
 import torch
 
 from afa.attacks import attack_mode, cross_entropy, perturb, trades_kl
-from afa.losses import Views, trades_terms
+from afa.attacks.threat import ThreatModel
+from afa.losses import AFALoss, Views, trades_terms
 from afa.methods.base import Batch, StepOutput, accuracy_metric, check_non_negative
+from afa.methods.clean_term import CleanTerm, check_schedule, clean_adv_weights, on_branch
 from afa.methods.contrastive import (
     ContrastiveConfig,
     ContrastiveMethod,
@@ -20,6 +22,8 @@ from afa.methods.contrastive import (
     loss_metrics,
 )
 from afa.methods.registry import register_method
+from afa.models.base import Classifier
+from afa.models.dual_bn import bn_branch
 
 
 @register_method("afa-trades")
@@ -34,7 +38,13 @@ class AFATrades(ContrastiveMethod):
     AFA anchor: one attack per step instead of two.
 
     The clean, TRADES and AFA inputs go through the network in separate forwards, as in
-    :class:`afa.methods.TRADES` (batch-norm statistics per kind of input).
+    :class:`afa.methods.TRADES` (batch-norm statistics per kind of input). With dual batch
+    norm (``model.dual_bn``) the clean view (and the TRADES attack's fixed clean prediction)
+    uses the ``clean`` BN branch, both attacks and the adversarial views the ``adv`` one.
+
+    With ``clean_term`` a second clean view ``x'`` is drawn and the AFA term becomes
+    ``a * L(x, x') + b * L_AFA`` (:mod:`afa.methods.clean_term`): the two clean views
+    contrasted among themselves (every clean view an anchor), weighted as ACL or DynACL.
 
     Args:
         model: the classifier f = W ∘ g, trained end to end.
@@ -65,6 +75,9 @@ class AFATrades(ContrastiveMethod):
             shared_adversary: use the TRADES adversary as the AFA anchor (no AFA attack).
             attack_loss: the AFA adversary's objective when not shared: ``"afa"`` or
                 ``"ce"`` (PGD on CE of f).
+            clean_term: ``"none"`` (default), ``"acl"`` (1/2, 1/2) or ``"dynacl"``
+                (DynACL's schedule): add the clean term of a second clean view.
+            dynacl_k / dynacl_swap: DynACL's K (50) and swap (2/3).
         """
 
         head: HeadKind = "none"
@@ -73,42 +86,89 @@ class AFATrades(ContrastiveMethod):
         cross_view_positives: bool = True
         shared_adversary: bool = False
         attack_loss: Literal["afa", "ce"] = "afa"
+        clean_term: CleanTerm = "none"
+        dynacl_k: int = 50
+        dynacl_swap: float = 2 / 3
 
         def __post_init__(self) -> None:
             super().__post_init__()
             check_non_negative(self, "beta", "afa_weight")
+            check_schedule(self.dynacl_k, self.dynacl_swap)
 
     config: Config
 
+    def __init__(
+        self, model: Classifier, threat: ThreatModel, config: Config | None = None
+    ) -> None:
+        super().__init__(model, threat, config)
+        c = self.config
+        self.clean_criterion = AFALoss(
+            temperature=c.temperature, denominator=c.denominator, anchors="all"
+        )
+        self.term_weights = clean_adv_weights(c.clean_term, 0, 1, c.dynacl_k, c.dynacl_swap)
+
     def criterion_options(self) -> dict[str, Any]:
         return {"anchors": "adversarial", "cross_view_positives": self.config.cross_view_positives}
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        c = self.config
+        self.term_weights = clean_adv_weights(
+            c.clean_term, epoch, epochs, c.dynacl_k, c.dynacl_swap
+        )
 
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
         x, y = batch.view(), batch.y
         threat = self.threat
-        with torch.no_grad(), attack_mode(self, threat.bn_mode):
+        # Without dual BN the branches are one network (bn_branch is then a no-op).
+        model_adv = on_branch(self, "adv", self.model)
+        with torch.no_grad(), attack_mode(self, threat.bn_mode), bn_branch(self, "clean"):
             clean_logits = self.model(x)  # the TRADES attack's fixed clean prediction
-        x_t = perturb(self.model, x, y, threat, trades_kl(clean_logits))
+        x_t = perturb(self.model, x, y, threat, trades_kl(clean_logits), forward=model_adv)
         if c.shared_adversary:
             x_a = x_t
         elif c.attack_loss == "afa":
-            x_a = craft_afa_views(self, self.embed, x, x, y, threat, self.criterion)
+            x_a = craft_afa_views(
+                self,
+                on_branch(self, "adv", self.embed),
+                x,
+                x,
+                y,
+                threat,
+                self.criterion,
+                clean_embed=on_branch(self, "clean", self.embed),
+            )
         else:
-            x_a = perturb(self.model, x, y, threat, cross_entropy)
+            x_a = perturb(self.model, x, y, threat, cross_entropy, forward=model_adv)
 
-        feats_clean = self.model.features(x)
-        feats_t = self.model.features(x_t)
-        feats_a = feats_t if c.shared_adversary else self.model.features(x_a)
+        with bn_branch(self, "clean"):
+            feats_clean = self.model.features(x)
+            z_clean = self.projector(feats_clean)
+        with bn_branch(self, "adv"):
+            feats_t = self.model.features(x_t)
+            feats_a = feats_t if c.shared_adversary else self.model.features(x_a)
+            z_a = self.projector(feats_a)
         logits_clean = self.model.head(feats_clean)
         logits_t = self.model.head(feats_t)
         ce, kl = trades_terms(logits_clean, logits_t, y)
 
         feats = torch.cat([feats_clean, feats_a])
-        z = self.projector(feats)
+        z = torch.cat([z_clean, z_a])
         views = Views.stack(y, 1, 1)
         out = self.criterion(z, views)
-        loss = ce + c.beta * kl + c.afa_weight * out.loss
+        contrastive = out.loss
+        clean_metrics: dict[str, torch.Tensor] = {}
+        if c.clean_term != "none":
+            with bn_branch(self, "clean"):
+                z_second = self.projector(self.model.features(batch.view()))
+            clean_out = self.clean_criterion(torch.cat([z_clean, z_second]), Views.stack(y, 2, 0))
+            w_clean, w_adv = self.term_weights
+            contrastive = w_clean * clean_out.loss + w_adv * contrastive
+            clean_metrics = {
+                "clean_term_loss": clean_out.afa,
+                "clean_term_weight": torch.tensor(w_clean, device=contrastive.device),
+            }
+        loss = ce + c.beta * kl + c.afa_weight * contrastive
         metrics = {
             "loss": loss.detach(),
             "ce": ce.detach(),
@@ -117,6 +177,7 @@ class AFATrades(ContrastiveMethod):
             "adv_acc": accuracy_metric(logits_t, y),
             **loss_metrics(out),
             **alignment_metrics(z, feats, views.labels),
+            **clean_metrics,
         }
         return StepOutput(loss, metrics)
 

@@ -29,6 +29,7 @@ from afa.methods.pgd_at import PGDAT
 from afa.methods.probe import LinearProbe
 from afa.methods.trades import TRADES
 from afa.models.base import Classifier
+from afa.models.dual_bn import convert_dual_bn
 
 HeadKind = Literal["mlp", "linear", "none"]
 
@@ -117,6 +118,8 @@ class ContrastiveMethod(Method):
         super().__init__(model, threat, config)
         c = self.config
         self.projector = projection_head(c.head, model.num_features, c.head_dim)
+        if model.dual_bn:
+            convert_dual_bn(self.projector)  # a head's BN layers follow the model's branches
         self.criterion = AFALoss(
             temperature=c.temperature, denominator=c.denominator, **self.criterion_options()
         )
@@ -248,6 +251,7 @@ def craft_afa_views(
     criterion: AFALoss,
     *,
     generator: torch.Generator | None = None,
+    clean_embed: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Adversarial views maximising their own AFA term (the AFA inner maximisation).
 
@@ -266,6 +270,9 @@ def craft_afa_views(
         threat: the (possibly warmed-up) threat model.
         criterion: the method's :class:`AFALoss` (its options score the anchors).
         generator: RNG of PGD's random start.
+        clean_embed: the embedding of the ``clean`` rows of the contrast set (default
+            ``embed``); with dual batch norm the clean views' branch, while ``embed`` (the
+            attacked forward, also of the ``starts`` rows) runs on the adversarial one.
 
     Returns:
         Detached adversarial views, the shape of ``starts``.
@@ -279,7 +286,11 @@ def craft_afa_views(
     vc, va = clean.shape[0] // b, starts.shape[0] // b
     views = Views.stack(y, vc, va)
     with torch.no_grad(), attack_mode(module, threat.bn_mode):
-        ref_local = embed(torch.cat([clean, starts]))
+        if clean_embed is None:
+            ref_local = embed(torch.cat([clean, starts]))
+        else:
+            rows = [clean_embed(clean)] if clean.shape[0] else []
+            ref_local = torch.cat([*rows, embed(starts)])
     ref_z, offset = gather_with_grad(ref_local, return_offset=True)  # type: ignore[misc]
     ref_labels = gather_with_grad(views.labels)
     ref_is_adv = gather_with_grad(views.is_adv)

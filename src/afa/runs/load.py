@@ -15,6 +15,7 @@ import torch
 from afa.data import DatasetInfo, load_splits
 from afa.errors import ConfigError
 from afa.models import Classifier, create_model
+from afa.models.dual_bn import set_bn_branch
 from afa.runs.checkpoint import load_checkpoint
 from afa.runs.layout import Which, checkpoint_path
 from afa.runs.schema import RunConfig, parse_run_config
@@ -45,7 +46,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
 def build_model(cfg: RunConfig, info: DatasetInfo) -> Classifier:
     """The run's architecture for this dataset (normalisation from the dataset)."""
     c, h, _ = info.image_shape
-    return create_model(
+    model = create_model(
         cfg.model.name,
         info.num_classes,
         in_channels=c,
@@ -55,6 +56,9 @@ def build_model(cfg: RunConfig, info: DatasetInfo) -> Classifier:
         dual_bn=cfg.model.dual_bn,
         **cfg.model.options,
     )
+    if cfg.model.dual_bn:
+        set_bn_branch(model, cfg.model.bn_branch)
+    return model
 
 
 def load_trained(

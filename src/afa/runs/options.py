@@ -24,25 +24,30 @@ class OptimConfig:
     TRADES/MART reference code; there is no parameter-group exclusion.
 
     Attributes:
-        name: ``"sgd"`` (momentum SGD) or ``"adamw"``.
+        name: ``"sgd"`` (momentum SGD), ``"lars"`` (momentum SGD with layer-wise adaptive
+            rates, ACL's and DynACL's pre-training optimizer) or ``"adamw"``.
         lr: peak learning rate (the schedule multiplies or replaces it per step).
         momentum: SGD momentum.
         nesterov: Nesterov momentum for SGD. Off by default: Madry et al., Rice et al.,
             TRADES and MART all train with plain momentum SGD.
         weight_decay: L2 penalty (SGD, coupled) or decoupled decay (AdamW).
         betas: AdamW's (beta1, beta2).
+        lars_eta: LARS's trust coefficient (1e-3, You et al. 2017 and ACL's code).
     """
 
-    name: Literal["sgd", "adamw"] = "sgd"
+    name: Literal["sgd", "lars", "adamw"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
     betas: tuple[float, ...] = (0.9, 0.999)  # two values (checked below)
+    lars_eta: float = 1e-3
 
     def __post_init__(self) -> None:
-        if self.name not in ("sgd", "adamw"):
-            raise ValueError(f"name: expected 'sgd' or 'adamw', got {self.name!r}")
+        if self.name not in ("sgd", "lars", "adamw"):
+            raise ValueError(f"name: expected 'sgd', 'lars' or 'adamw', got {self.name!r}")
+        if not self.lars_eta > 0:
+            raise ValueError(f"lars_eta: expected > 0, got {self.lars_eta!r}")
         if not self.lr > 0:
             raise ValueError(f"lr: expected > 0, got {self.lr!r}")
         if not 0 <= self.momentum < 1:

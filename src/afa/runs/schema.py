@@ -48,11 +48,23 @@ class ModelConfig:
 
     ``dual_bn``: every batch norm layer keeps a clean and an adversarial branch (statistics
     and affine parameters, :mod:`afa.models.dual_bn`; ACL's and DynACL's dual BN).
+    ``bn_branch``: with ``dual_bn``, the branch of every forward that does not name one:
+    validation, the classifier stage, ``afa eval`` and ``afa analyze`` (``adv``: ACL and DynACL
+    fine-tune and evaluate the adversarial branch); training methods name theirs.
     """
 
     name: str = "cnn"
     options: dict[str, Any] = field(default_factory=dict)
     dual_bn: bool = False
+    bn_branch: Literal["clean", "adv"] = "clean"
+
+    def __post_init__(self) -> None:
+        if self.bn_branch not in ("clean", "adv"):
+            raise ConfigError(f"model.bn_branch: expected 'clean' or 'adv', got {self.bn_branch!r}")
+        if self.bn_branch != "clean" and not self.dual_bn:
+            raise ConfigError(
+                f"model.bn_branch: {self.bn_branch!r} needs model.dual_bn: true (one BN otherwise)"
+            )
 
 
 @dataclass(frozen=True)
