@@ -297,3 +297,17 @@ def test_compare_without_shift_results_has_no_shift_columns(tmp_path):
     paths = compare([write_evaluated_run(tmp_path, "plain", 0.9, None)], tmp_path / "report")
     md = paths["md"].read_text()
     assert "CA (%)" not in md and "CIFAR-10.1" not in md and "Common corruptions" not in md
+
+
+def test_requests_that_cannot_run_are_refused_before_any_work():
+    from afa.evaluation.shift import check_shift_request
+
+    grey, cifar = info("digits", 1, 8), info("cifar10", 3, 32)
+    with pytest.raises(ConfigError, match="1..5"):
+        check_shift_request(grey, corruptions=GENERATE, severities=(0, 3))
+    with pytest.raises(ConfigError, match="needs RGB"):
+        check_shift_request(grey, corruptions=GENERATE, corruption_names=["saturate"])
+    with pytest.raises(ConfigError, match="did you mean 'snow'"):
+        check_shift_request(cifar, corruptions="/data/CIFAR-10-C", corruption_names=["snaw"])
+    check_shift_request(cifar, corruptions="/data/CIFAR-10-C", corruption_names=["frost"])
+    check_shift_request(grey)  # nothing asked: nothing to refuse

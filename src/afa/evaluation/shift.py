@@ -30,6 +30,7 @@ from afa.attacks import attack_mode
 from afa.data import DatasetInfo, ImageSet, to_float
 from afa.data.corruptions import (
     COMMON,
+    EXTRA,
     NOT_GENERATED,
     SEVERITIES,
     check_corruption,
@@ -362,6 +363,51 @@ def official_source(
     return source
 
 
+def check_shift_request(
+    info: DatasetInfo,
+    *,
+    shift: Sequence[str] = (),
+    corruptions: str | Path | None = None,
+    corruption_names: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+) -> None:
+    """Refuse, before any work, a shift evaluation that cannot run on this run's dataset.
+
+    Raises:
+        ConfigError: an unknown shift set, CIFAR-10.1 for a model that is not a CIFAR-10 one,
+            official files for a dataset that has none, an unknown or impossible corruption,
+            a severity outside 1..5.
+    """
+    for name in shift:
+        if name not in SHIFT_SETS:
+            raise ConfigError(unknown_name_message("shift set", name, SHIFT_SETS))
+        if info.num_classes != 10 or tuple(info.image_shape) != (3, 32, 32):
+            raise ConfigError(
+                f"--shift {name}: CIFAR-10.1 is for CIFAR-10 models (10 classes, 3x32x32); "
+                f"this run's dataset {info.name} has {info.num_classes} classes, "
+                f"images {'x'.join(map(str, info.image_shape))}"
+            )
+    if corruptions is None:
+        return
+    bad = [s for s in severities if s not in SEVERITIES]
+    if bad or not severities:
+        raise ConfigError(f"--severities: expected values in 1..5, got {list(severities)}")
+    if str(corruptions) == GENERATE:
+        for name in corruption_names or ():
+            check_corruption(name, info.image_shape[0])
+    elif info.name not in OFFICIAL_CORRUPTED:
+        raise ConfigError(
+            f"--corruptions {corruptions}: official corrupted files exist for "
+            f"{', '.join(OFFICIAL_CORRUPTED)} only, this run's dataset is {info.name} "
+            f"(give --corruptions without a folder to generate them)"
+        )
+    else:
+        known = (*COMMON, *EXTRA)
+        for name in corruption_names or ():
+            if name not in known:
+                raise ConfigError(unknown_name_message("corruption", name, known))
+
+
 def evaluate_shift(
     model: nn.Module,
     test: ImageSet,
@@ -403,16 +449,15 @@ def evaluate_shift(
     Raises:
         ConfigError: a shift set or official files that do not fit the run's dataset.
     """
+    check_shift_request(
+        info,
+        shift=shift,
+        corruptions=corruptions,
+        corruption_names=corruption_names,
+        severities=severities,
+    )
     out: dict[str, Any] = {}
     for name in shift:
-        if name not in SHIFT_SETS:
-            raise ConfigError(unknown_name_message("shift set", name, SHIFT_SETS))
-        if info.num_classes != 10 or tuple(info.image_shape) != (3, 32, 32):
-            raise ConfigError(
-                f"--shift {name}: CIFAR-10.1 is for CIFAR-10 models (10 classes, 3x32x32); "
-                f"this run's dataset {info.name} has {info.num_classes} classes, "
-                f"images {'x'.join(map(str, info.image_shape))}"
-            )
         version = "v4" if name.endswith("-v4") else "v6"
         images, labels = load_cifar10_1(shift_root, version)
         images, labels = images[:n_examples], labels[:n_examples]
@@ -435,13 +480,7 @@ def evaluate_shift(
             device=device,
         )
     else:
-        dataset = OFFICIAL_CORRUPTED.get(info.name)
-        if dataset is None:
-            raise ConfigError(
-                f"--corruptions {corruptions}: official corrupted files exist for "
-                f"{', '.join(OFFICIAL_CORRUPTED)} only, this run's dataset is {info.name} "
-                f"(give --corruptions without a folder to generate them)"
-            )
+        dataset = OFFICIAL_CORRUPTED[info.name]
         present = available_corruptions(corruptions, dataset)
         wanted = list(corruption_names) if corruption_names is not None else list(COMMON)
         missing = [c for c in wanted if c not in present]
