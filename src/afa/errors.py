@@ -15,3 +15,8 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, or incompatible with the run."""
+
+
+class TrainingDiverged(UserError):
+    """A training loss that became NaN or infinite; the run stopped, its last finite
+    checkpoint kept. Usually a learning rate too high for the model or the precision."""

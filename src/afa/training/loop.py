@@ -47,6 +47,7 @@ from afa.training.checkpoint import (
     set_rng_state,
 )
 from afa.training.distributed import DistContext, wrap_ddp
+from afa.training.divergence import DivergenceWatch, diverged
 from afa.training.ema import ModelEMA
 from afa.training.logging import MetricsWriter, Progress
 from afa.training.optim import build_optimizer
@@ -146,6 +147,7 @@ def fit(
     extra: Mapping[str, Any] | None = None,
     stop_after: int | None = None,
     resume_keys: Sequence[str] = RESUME_KEYS,
+    on_start: Callable[[], object] | None = None,
 ) -> TrainState:
     """Train ``stages`` in order and write ``metrics.jsonl``, ``last.pt`` and ``best.pt``.
 
@@ -175,6 +177,8 @@ def fit(
             start of the run) are complete, as if interrupted; resume continues.
         resume_keys: dotted config prefixes that must match on resume (the run schema's
             ``afa.runs.RESUME_KEYS``).
+        on_start: called once the directory may be written (no run to overwrite, or a
+            resume that fits), before step 0; ``train_run`` writes ``config.yaml`` here.
 
     Returns:
         A :class:`TrainState`.
@@ -183,7 +187,8 @@ def fit(
         CheckpointError: ``resume`` without ``last.pt``, a changed config entry (named),
             a checkpoint that does not fit the stages; or ``last.pt`` already present
             when ``resume`` is False (an earlier run would be overwritten).
-        FloatingPointError: the epoch's mean training loss is not finite.
+        TrainingDiverged: the epoch's mean training loss is not finite; nothing of that
+            epoch is saved, the last finite ``last.pt`` is kept (:mod:`.divergence`).
     """
     stages = list(stages)
     _check_stages(stages)
@@ -204,6 +209,8 @@ def fit(
     )
     loop.open(run_dir)
     ckpt = loop.resume(resume_keys) if resume else loop.start_fresh()
+    if on_start is not None:
+        on_start()
     loop.log_plan()
     for si in range(loop.start_stage, len(stages)):
         if loop.stopped(stop_after):
@@ -269,6 +276,7 @@ class _Loop:
         self.best: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.rng_pending = False
+        self.watch = DivergenceWatch()  # the current epoch's steps
 
     # ------------------------------------------------------------------ start and stop
 
@@ -393,7 +401,7 @@ class _Loop:
     def run_epoch(self, run: _StageRun, epoch: int) -> None:
         """Train one epoch, validate on schedule, log it and checkpoint it."""
         record = self.train_epoch(run, epoch)
-        _raise_if_diverged(record, run.stage.name, epoch, self.files.last)
+        self.raise_if_diverged(run, epoch, record)
         collapse = run.method.collapse_message(_train_means(record), epoch)
         if collapse is not None:
             record["collapse_warning"] = True
@@ -405,6 +413,23 @@ class _Loop:
         self.metrics.write(record)
         self.history.append(record)
         self.checkpoint(run, epoch, record, improved)
+
+    def raise_if_diverged(self, run: _StageRun, epoch: int, record: Mapping[str, Any]) -> None:
+        """Stop before anything of this epoch is saved when its mean loss is not finite.
+
+        The record's loss is reduced over every rank, so every rank stops together.
+        """
+        loss = record.get("train/loss", 0.0)
+        if not math.isfinite(loss):
+            raise diverged(
+                run_dir=self.files.path,
+                stage=run.stage.name,
+                epoch=epoch + 1,
+                mean_loss=loss,
+                watch=self.watch,
+                last_path=self.files.last,
+                last_global_epoch=self.global_epoch,
+            )
 
     def train_epoch(self, run: _StageRun, epoch: int) -> dict[str, Any]:
         """The epoch's steps; returns its ``metrics.jsonl`` record (train part)."""
@@ -421,6 +446,7 @@ class _Loop:
         )  # fmt: skip
         sums: dict[str, Tensor] = {}
         count, lr, t0 = 0, run.schedule.get_last_lr()[0], time.perf_counter()
+        self.watch = DivergenceWatch()
         for i, (x_uint8, y) in enumerate(self.loader, start=1):
             x = to_float(x_uint8, device)
             if t.channels_last:
@@ -440,6 +466,7 @@ class _Loop:
             if run.ema is not None:
                 run.ema.update(self.model)
             self.global_step += 1
+            self.watch.observe(self.global_step, out.loss, out.metrics)
             count += _accumulate(sums, {"loss": out.loss, **out.metrics}, int(y.shape[0]))
             progress.step(i, _progress_values(sums, count, lr) if progress.due(i) else None)
         progress.close()
@@ -592,16 +619,6 @@ def _progress_values(sums: Mapping[str, Tensor], count: int, lr: float) -> dict[
 
 def _train_means(record: Mapping[str, Any]) -> dict[str, float]:
     return {k.removeprefix("train/"): v for k, v in record.items() if k.startswith("train/")}
-
-
-def _raise_if_diverged(record: Mapping[str, Any], stage: str, epoch: int, last: Path) -> None:
-    """Stop the run when the epoch's mean training loss is not finite."""
-    loss = record.get("train/loss", 0.0)
-    if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"stage {stage!r} epoch {epoch + 1}: mean training loss is {loss} (diverged; "
-            f"lower the LR or use fp32); the last good checkpoint is {last}"
-        )
 
 
 def epoch_line(record: Mapping[str, Any], n_stages: int = 1, *, best: bool = False) -> str:

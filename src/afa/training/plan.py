@@ -15,6 +15,7 @@ import logging
 
 import torch
 
+from afa._lock import writer_lock
 from afa.config import from_dict, to_dict
 from afa.data import Splits, build_train_loader, load_splits, make_augment
 from afa.methods import METHODS, Method, method_config_class
@@ -92,7 +93,9 @@ def train_run(
     own_dist = dist is None
     dist = dist or DistContext.from_env()
     try:
-        return _train(cfg, resume=resume, dist=dist, splits=splits)
+        # One writer per run directory (rank 0 holds it under torchrun), for the whole run.
+        with writer_lock(cfg.run_dir, enabled=dist.is_main):
+            return _train(cfg, resume=resume, dist=dist, splits=splits)
     finally:
         if own_dist:
             dist.cleanup()
@@ -120,8 +123,6 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
         world_size=dist.world_size,
     )
     run_dir = cfg.run_dir
-    if dist.is_main:
-        write_config(cfg, run_dir)
     val = None
     if len(splits.val):
         val = (torch.from_numpy(splits.val.images[:]), torch.from_numpy(splits.val.labels[:]))
@@ -138,6 +139,9 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
         dist=dist,
         resume=resume,
         extra={"dataset_info": to_dict(splits.info)},
+        # Only once fit has checked the directory (no run to overwrite, or a resume whose
+        # config matches): a refused train must not replace the run's config.yaml.
+        on_start=(lambda: write_config(cfg, run_dir)) if dist.is_main else None,
     )
 
 
