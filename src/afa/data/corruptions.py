@@ -25,13 +25,15 @@ distance transform). ``saturate`` needs colour and is skipped on grey images.
 Checked image by image against ``make_cifar_c.py`` (ported to scikit-image 0.26, OpenCV 5.0
 and ImageMagick 6.9 through Wand; 20 CIFAR-sized images, every severity): ``gaussian_blur``,
 ``contrast``, ``pixelate``, ``jpeg_compression`` and, fed the same legacy ``RandomState``
-stream, ``fog`` are identical; ``defocus_blur``, ``zoom_blur``, ``brightness``, ``saturate``,
+stream, ``fog`` and ``glass_blur`` are identical; ``defocus_blur``, ``zoom_blur``, ``brightness``, ``saturate``,
 ``snow``, ``elastic_transform`` and ``motion_blur``'s kernel differ by at most 1/255 in under
 2% of the values (float rounding before the truncation to uint8). ``motion_blur`` and the
 streaks of ``snow`` re-implement ImageMagick's ``MotionBlurImage`` kernel (edge pixels
 repeated), ``elastic_transform``'s affine warp uses SciPy's bilinear interpolation where
-OpenCV uses 5-bit fixed point, and grey ``jpeg_compression`` encodes one channel. The noises
-and glass blur draw the same distributions in another order than the reference.
+OpenCV uses 5-bit fixed point, and grey ``jpeg_compression`` encodes one channel. The four
+noises draw the same distributions in another order (channels first, the whole batch at once).
+``glass_blur`` keeps a slip of the reference that shaped the published files: its pixel "swap"
+copies the neighbour (see :func:`glass_shuffle`).
 """
 
 from __future__ import annotations
@@ -240,13 +242,19 @@ def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
 
 
 def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
-    """The pixel swaps of glass blur: visit pixels bottom-right to top-left, swap each with a
-    neighbour ``offsets`` away, in order (a swap may move a pixel moved before).
+    """The pixel moves of glass blur: visit pixels bottom-right to top-left and give each the
+    value of the neighbour ``offsets`` away, in order (a value may travel several steps).
+
+    The reference means to swap the two pixels, but its tuple assignment of two NumPy views,
+    ``x[h, w], x[h', w'] = x[h', w'], x[h, w]``, writes the neighbour into ``x[h, w]`` first
+    and then copies that same value back: the neighbour is copied, not swapped. The published
+    CIFAR-10-C was made this way, so this is what is reproduced.
 
     Args:
         x: images (modified in place and returned).
         delta: the largest offset; pixels within ``delta`` of the border are not visited.
-        offsets: ``(dy, dx)`` per visit and image, in visiting order.
+        offsets: ``(dx, dy)`` per visit and image, in visiting order (the reference's order
+            of the two draws).
 
     Shape:
         x: (N, C, H, W); offsets: ((H - 2 delta) (W - 2 delta), N, 2).
@@ -256,17 +264,15 @@ def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
     k = 0
     for row in range(h - delta, delta, -1):
         for col in range(w - delta, delta, -1):
-            dy, dx = offsets[k, :, 0], offsets[k, :, 1]
-            here = x[images, :, row, col].copy()
+            dx, dy = offsets[k, :, 0], offsets[k, :, 1]
             x[images, :, row, col] = x[images, :, row + dy, col + dx]
-            x[images, :, row + dy, col + dx] = here
             k += 1
     return x
 
 
 @_register("glass_blur")
 def glass_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """Blur, swap pixels with random neighbours (``iterations`` passes), blur again.
+    """Blur, move pixels from random neighbours (``iterations`` passes), blur again.
 
     The reference draws each offset with ``randint(-delta, delta)``, whose upper end is
     excluded: offsets lie in [-delta, delta - 1], and so do ours.
