@@ -9,6 +9,7 @@ every row that needs a run.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,16 @@ def _train_row(recipe: str, *overrides: str) -> list[str]:
     return ["train", recipe, "out_dir={tmp}", "name=r", *TINY, *overrides]
 
 
+class _RunsCode:
+    """Pickles as a call of os.system: a checkpoint that would run code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 @pytest.fixture(scope="module")
 def places(tmp_path_factory) -> dict[str, Path]:
     """One trained run, plus the files and directories the table points at."""
@@ -46,6 +57,8 @@ def places(tmp_path_factory) -> dict[str, Path]:
     (root / "broken.yaml").write_text("data: [1, 2\n")
     (root / "scalar.yaml").write_text("3\n")
     (root / "bad.pt").write_bytes(b"not a checkpoint")
+    torch.save({"format": "afa-checkpoint/1", "model": _RunsCode(root / "ran")}, root / "evil.pt")
+    (root / "trunc.pt").write_bytes((root / "run" / "best.pt").read_bytes()[:4096])
     return {
         "run": root / "run",
         "runs": root,
@@ -56,6 +69,9 @@ def places(tmp_path_factory) -> dict[str, Path]:
         "brokenyaml": root / "broken.yaml",
         "scalaryaml": root / "scalar.yaml",
         "badpt": root / "bad.pt",
+        "evilpt": root / "evil.pt",
+        "truncpt": root / "trunc.pt",
+        "ran": root / "ran",
     }
 
 
@@ -135,6 +151,23 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("train-momentum", _train_row("digits-pgd-at", "train.optimizer.momentum=1"), 2, "momentum"),
     ("train-val-examples", _train_row("digits-pgd-at", "train.val_examples=0"), 2, "val_examples"),
     ("train-log-every", _train_row("digits-pgd-at", "train.log_every=0"), 2, "log_every"),
+    ("train-seed-negative", _train_row("digits-pgd-at", "train.seed=-1"), 2, "seed"),
+    (
+        "eval-n-examples-zero",
+        _train_row("digits-pgd-at", "eval.n_examples=0"),
+        2,
+        "eval.n_examples",
+    ),
+    (
+        "eval-n-examples-neg",
+        _train_row("digits-pgd-at", "eval.n_examples=-5"),
+        2,
+        "eval.n_examples",
+    ),
+    ("eval-batch-size-cfg", _train_row("digits-pgd-at", "eval.batch_size=0"), 2, "eval.batch_size"),
+    ("eval-pgd-steps-cfg", _train_row("digits-pgd-at", "eval.pgd_steps=0"), 2, "eval.pgd_steps"),
+    ("eval-attacks-cfg", _train_row("digits-pgd-at", "eval.attacks=[pgd, nosuch]"), 2, "nosuch"),
+    ("eval-attacks-twice-cfg", _train_row("digits-pgd-at", "eval.attacks=[cw, cw]"), 2, "once"),
     (
         "afa-temperature-zero",
         _train_row("digits-afa", "method.temperature=0"),
@@ -176,6 +209,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     # --- afa eval
     ("eval-missing", ["eval", "{tmp}/nope"], 2, "nope"),
     ("eval-not-checkpoint", ["eval", "{badpt}"], 2, "bad.pt"),
+    ("eval-code-checkpoint", ["eval", "{evilpt}"], 2, "nothing was run"),
+    ("eval-truncated-checkpoint", ["eval", "{truncpt}"], 2, "trunc.pt"),
     ("eval-empty-dir", ["eval", "{empty}"], 2, "best.pt"),
     ("eval-n-zero", ["eval", "{run}", "--n", "0"], 2, "--n"),
     ("eval-n-negative", ["eval", "{run}", "--n", "-5"], 2, "--n"),
@@ -282,6 +317,11 @@ def test_bad_input_table(argv, status, needle, places, tmp_path, capsys):
         lines = [line for line in err.splitlines() if not LOG_LINE.match(line)]
         assert len(lines) == 1, err
         assert lines[0].startswith(("afa: error: ", "afa ")) and needle in lines[0], err
+
+
+def test_code_in_a_checkpoint_never_ran(places):
+    assert main(["eval", str(places["evilpt"])]) == 2
+    assert not places["ran"].exists()
 
 
 def test_table_size():

@@ -106,3 +106,16 @@ def check_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
             )
         out.append(p)
     return out
+
+
+def check_attacks(names: Sequence[str], key: str = "eval.attacks") -> None:
+    """Every name a registered evaluation attack, each once: checked by ``afa train``, so
+    a typo in a recipe's ``eval.attacks`` fails before training rather than after it."""
+    from afa._registry import unknown_name_message
+    from afa.evaluation.attacks import EVAL_ATTACKS
+
+    for name in names:
+        if name not in EVAL_ATTACKS:
+            raise ConfigError(f"{key}: " + unknown_name_message("attack", name, EVAL_ATTACKS))
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key}: each attack once, got {list(names)}")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from afa.cli.checks import (
+    check_attacks,
     check_device,
     check_output_dir,
     check_run_dirs,
@@ -226,6 +227,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = load_run_config(resolve_recipe(args.config), args.overrides)
         check_device(cfg.device, "device")
         check_output_dir(cfg.run_dir, "out_dir/name")
+        check_attacks(cfg.eval.attacks)
         state = train_run(cfg, resume=args.resume)
         print(f"run directory: {state.run_dir}")
         return 0

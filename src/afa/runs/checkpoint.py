@@ -67,8 +67,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, unsafe pickle ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_reason(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
@@ -78,6 +77,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing key {missing[0]!r}")
     return payload
+
+
+#: torch's boilerplate around a weights-only refusal (its advice to retry with
+#: ``weights_only=False`` is exactly what a user must not do with an unknown file).
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _reason(exc: Exception) -> str:
+    """The specific line of a load error: ``Unsupported operand 110``, ``... GLOBAL posix.system``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(_BOILERPLATE)]
+    reason = (specific or lines or [type(exc).__name__])[0].removeprefix("WeightsUnpickler error:")
+    if lines and lines[0].startswith(_BOILERPLATE[0]):
+        reason = f"refused by the weights-only loader, nothing was run: {reason.strip()}"
+    return reason.strip() or type(exc).__name__
 
 
 __all__ = ["FORMAT", "PAYLOAD_KEYS", "load_checkpoint"]

@@ -186,6 +186,8 @@ class TrainConfig:
             raise ValueError(f"val_examples: expected >= 1 or null, got {self.val_examples!r}")
         if self.log_every < 1:
             raise ValueError(f"log_every: expected >= 1, got {self.log_every!r}")
+        if self.seed < 0:  # numpy's and torch's generators take none below 0
+            raise ValueError(f"seed: expected >= 0, got {self.seed!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(
                 f"precision: expected 'fp32', 'bf16' or 'fp16', got {self.precision!r}"

@@ -98,6 +98,17 @@ class EvalConfig:
     cw_steps: int = 30
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Checked when the run is configured, not when `afa eval` meets them after training.
+        # The attack names are checked by `afa train` against the evaluation registry (L6).
+        if self.n_examples is not None and self.n_examples < 1:
+            raise ConfigError(f"eval.n_examples: expected >= 1 or null, got {self.n_examples!r}")
+        for key in ("batch_size", "pgd_steps", "cw_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"eval.{key}: expected >= 1, got {getattr(self, key)!r}")
+        if self.seed < 0:
+            raise ConfigError(f"eval.seed: expected >= 0, got {self.seed!r}")
+
 
 @dataclass(frozen=True)
 class RunConfig:
