@@ -94,7 +94,8 @@ def test_conversion_back_truncates_like_the_reference():
 def test_gaussian_noise_is_x_plus_normal_with_the_cifar_scale():
     x = smooth_images(2)
     for severity, c in zip(range(1, 6), [0.04, 0.06, 0.08, 0.09, 0.10], strict=True):
-        want = np.clip(as_float(x) + np.random.default_rng(3).normal(size=x.shape, scale=c), 0, 1)
+        noise = np.random.default_rng(3).normal(size=(2, 32, 32, 3), scale=c)  # (N, H, W, C)
+        want = np.clip(as_float(x) + noise.transpose(0, 3, 1, 2), 0, 1)
         got = corrupt(x, "gaussian_noise", severity, np.random.default_rng(3))
         np.testing.assert_array_equal(got, (want * 255).astype(np.uint8))
 
@@ -107,7 +108,8 @@ def test_gaussian_noise_has_the_stated_spread_on_grey():
 
 def test_shot_noise_is_poisson_photons_over_c():
     x = smooth_images(2)
-    want = np.clip(np.random.default_rng(5).poisson(as_float(x) * 100) / 100, 0, 1)
+    photons = np.random.default_rng(5).poisson(as_float(x).transpose(0, 2, 3, 1) * 100)
+    want = np.clip(photons.transpose(0, 3, 1, 2) / 100, 0, 1)
     got = corrupt(x, "shot_noise", 3, np.random.default_rng(5))
     np.testing.assert_array_equal(got, (want * 255).astype(np.uint8))
 
@@ -115,7 +117,8 @@ def test_shot_noise_is_poisson_photons_over_c():
 def test_speckle_noise_is_multiplicative():
     x = smooth_images(2)
     f = as_float(x)
-    want = np.clip(f + f * np.random.default_rng(2).normal(size=x.shape, scale=0.2), 0, 1)
+    noise = np.random.default_rng(2).normal(size=(2, 32, 32, 3), scale=0.2).transpose(0, 3, 1, 2)
+    want = np.clip(f + f * noise, 0, 1)
     np.testing.assert_array_equal(
         corrupt(x, "speckle_noise", 5, np.random.default_rng(2)), (want * 255).astype(np.uint8)
     )

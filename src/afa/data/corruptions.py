@@ -25,13 +25,15 @@ distance transform). ``saturate`` needs colour and is skipped on grey images.
 Checked image by image against ``make_cifar_c.py`` (ported to scikit-image 0.26, OpenCV 5.0
 and ImageMagick 6.9 through Wand; 20 CIFAR-sized images, every severity): ``gaussian_blur``,
 ``contrast``, ``pixelate``, ``jpeg_compression`` and, fed the same legacy ``RandomState``
-stream, ``fog`` and ``glass_blur`` are identical; ``defocus_blur``, ``zoom_blur``, ``brightness``, ``saturate``,
+stream, ``gaussian_noise``, ``shot_noise``, ``speckle_noise``, ``fog`` and ``glass_blur`` are
+identical; ``defocus_blur``, ``zoom_blur``, ``brightness``, ``saturate``,
 ``snow``, ``elastic_transform`` and ``motion_blur``'s kernel differ by at most 1/255 in under
 2% of the values (float rounding before the truncation to uint8). ``motion_blur`` and the
 streaks of ``snow`` re-implement ImageMagick's ``MotionBlurImage`` kernel (edge pixels
 repeated), ``elastic_transform``'s affine warp uses SciPy's bilinear interpolation where
-OpenCV uses 5-bit fixed point, and grey ``jpeg_compression`` encodes one channel. The four
-noises draw the same distributions in another order (channels first, the whole batch at once).
+OpenCV uses 5-bit fixed point, and grey ``jpeg_compression`` encodes one channel. ``impulse_noise``
+draws scikit-image's salt-and-pepper distribution from our generator (scikit-image seeds its
+own).
 ``glass_blur`` keeps a slip of the reference that shaped the published files: its pixel "swap"
 copies the neighbour (see :func:`glass_shuffle`).
 """
@@ -156,19 +158,35 @@ def _uint8_exact(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- noise
 
+# Noise is drawn image by image in (H, W, C) order, as the reference draws it for one image,
+# so the same random stream gives the reference's noise.
+
+
+def _hwc(x: np.ndarray) -> tuple[int, ...]:
+    n, c, h, w = x.shape
+    return (n, h, w, c)
+
+
+def _channels_last(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _channels_first(x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, 3, 1, 2)
+
 
 @_register("gaussian_noise")
 def gaussian_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Additive N(0, c^2) per pixel and channel."""
     c = [0.04, 0.06, 0.08, 0.09, 0.10][severity - 1]
-    return np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1)
+    return np.clip(x + _channels_first(rng.normal(size=_hwc(x), scale=c)), 0, 1)
 
 
 @_register("shot_noise")
 def shot_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Poisson photon noise: ``Poisson(c x) / c`` (c = photons at full intensity)."""
     c = [500, 250, 100, 75, 50][severity - 1]
-    return np.clip(rng.poisson(x * c) / c, 0, 1)
+    return np.clip(_channels_first(rng.poisson(_channels_last(x) * c)) / c, 0, 1)
 
 
 @_register("impulse_noise")
@@ -190,7 +208,7 @@ def impulse_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.
 def speckle_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Multiplicative noise ``x + x N(0, c^2)``."""
     c = [0.06, 0.1, 0.12, 0.16, 0.2][severity - 1]
-    return np.clip(x + x * rng.normal(size=x.shape, scale=c), 0, 1)
+    return np.clip(x + x * _channels_first(rng.normal(size=_hwc(x), scale=c)), 0, 1)
 
 
 # --------------------------------------------------------------------------- blur
