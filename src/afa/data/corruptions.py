@@ -24,11 +24,11 @@ distance transform). ``saturate`` needs colour and is skipped on grey images.
 
 Checked image by image against ``make_cifar_c.py`` (ported to scikit-image 0.26, OpenCV 5.0
 and ImageMagick 6.9 through Wand; 20 CIFAR-sized images, every severity): ``gaussian_blur``,
-``contrast``, ``pixelate``, ``jpeg_compression`` and, fed the same legacy ``RandomState``
-stream, ``gaussian_noise``, ``shot_noise``, ``speckle_noise``, ``fog`` and ``glass_blur`` are
-identical; ``defocus_blur``, ``zoom_blur``, ``brightness``, ``saturate``,
-``snow``, ``elastic_transform`` and ``motion_blur``'s kernel differ by at most 1/255 in under
-2% of the values (float rounding before the truncation to uint8). ``motion_blur`` and the
+``contrast``, ``brightness``, ``saturate``, ``pixelate``, ``jpeg_compression`` and, fed the
+same legacy ``RandomState`` stream, ``gaussian_noise``, ``shot_noise``, ``speckle_noise``,
+``fog`` and ``glass_blur`` are identical; ``defocus_blur``, ``zoom_blur``, ``snow``,
+``elastic_transform`` and ``motion_blur`` differ by at most 1/255 in under 0.3% of the values
+(float rounding before the truncation to uint8). ``motion_blur`` and the
 streaks of ``snow`` re-implement ImageMagick's ``MotionBlurImage`` kernel (edge pixels
 repeated), ``elastic_transform``'s affine warp uses SciPy's bilinear interpolation where
 OpenCV uses 5-bit fixed point, and grey ``jpeg_compression`` encodes one channel. ``impulse_noise``
@@ -517,41 +517,63 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------- colour
 
 
-def _value(x: np.ndarray) -> np.ndarray:
-    return x.max(axis=1, keepdims=True)
+def rgb_to_hsv(x: np.ndarray) -> np.ndarray:
+    """HSV of RGB images in [0, 1], as scikit-image's ``rgb2hsv`` computes it (hue in [0, 1),
+    0 for grey pixels; saturation 0 where the value is 0), so the corruptions that go through
+    HSV round the same way as the reference.
+
+    Shape:
+        x: (N, 3, H, W); returns (N, 3, H, W) holding H, S, V.
+    """
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    v = x.max(axis=1)
+    delta = v - x.min(axis=1)
+    grey = delta == 0
+    safe = np.where(grey, 1.0, delta)
+    s = np.divide(delta, v, out=np.zeros_like(v), where=v > 0)
+    h = np.zeros_like(v)
+    # Later channels win ties, as in scikit-image (blue, then green, then red assigned last).
+    h = np.where(r == v, (g - b) / safe, h)
+    h = np.where(g == v, 2.0 + (b - r) / safe, h)
+    h = np.where(b == v, 4.0 + (r - g) / safe, h)
+    h = np.where(grey, 0.0, (h / 6.0) % 1.0)
+    return np.stack([h, s, v], axis=1)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`rgb_to_hsv`, as scikit-image's ``hsv2rgb``.
+
+    Shape:
+        hsv: (N, 3, H, W); returns (N, 3, H, W) RGB.
+    """
+    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
+    sector = np.floor(h * 6)
+    f = h * 6 - sector
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    sector = sector.astype(np.int64) % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    return np.stack([np.choose(sector, [c[k] for c in choices]) for k in range(3)], axis=1)
 
 
 @_register("brightness")
 def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """Add c to the HSV value, keeping hue and saturation.
-
-    In closed form: with V = max over channels, V' = min(V + c, 1), the colour scales by
-    V' / V (a black pixel becomes grey V'), which is ``hsv2rgb`` after ``rgb2hsv`` with V
-    changed; on a grey image V is the pixel itself.
-    """
+    """Add c to the HSV value, keeping hue and saturation; a grey image gets ``x + c``."""
     c = [0.05, 0.1, 0.15, 0.2, 0.3][severity - 1]
-    v = _value(x)
-    v_new = np.minimum(v + c, 1.0)
-    scale = np.divide(v_new, v, out=np.zeros_like(v), where=v > 0)
-    return np.clip(np.where(v > 0, x * scale, v_new), 0, 1)
+    if x.shape[1] == 1:
+        return np.clip(x + c, 0, 1)
+    hsv = rgb_to_hsv(x)
+    hsv[:, 2] = np.clip(hsv[:, 2] + c, 0, 1)
+    return np.clip(hsv_to_rgb(hsv), 0, 1)
 
 
 @_register("saturate", color_only=True)
 def saturate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """Scale the HSV saturation: S' = clip(c0 S + c1, 0, 1), hue and value kept.
-
-    In closed form: a channel is V (1 - S g(hue)), so it becomes V - (S'/S)(V - x); a grey
-    pixel (S = 0) has hue 0 in ``rgb2hsv`` and becomes (V, V(1 - S'), V(1 - S')).
-    """
+    """Scale the HSV saturation: ``S' = clip(c0 S + c1, 0, 1)``, hue and value kept (a grey
+    pixel has hue 0, so ``c1 > 0`` tints it red, as in the reference)."""
     c0, c1 = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][severity - 1]
-    v = _value(x)
-    delta = v - x.min(axis=1, keepdims=True)
-    s = np.divide(delta, v, out=np.zeros_like(v), where=v > 0)
-    s_new = np.clip(s * c0 + c1, 0, 1)
-    ratio = np.divide(s_new, s, out=np.zeros_like(s), where=delta > 0)
-    colored = v - ratio * (v - x)
-    gray = np.concatenate([v, v * (1 - s_new), v * (1 - s_new)], axis=1)
-    return np.clip(np.where(delta > 0, colored, gray), 0, 1)
+    hsv = rgb_to_hsv(x)
+    hsv[:, 1] = np.clip(hsv[:, 1] * c0 + c1, 0, 1)
+    return np.clip(hsv_to_rgb(hsv), 0, 1)
 
 
 @_register("contrast")
