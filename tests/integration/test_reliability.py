@@ -191,3 +191,39 @@ def test_resume_with_only_a_temporary_is_no_checkpoint(tmp_path, capsys):
     assert main(_train_argv(run_dir, "--resume")) == 2
     assert "last.pt: cannot resume, no checkpoint there" in capsys.readouterr().err
     assert not list(run_dir.glob(".*.tmp"))
+
+
+HOLDER = """
+import sys
+from afa._lock import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.dist
+def test_torchrun_rank_0_holds_the_lock_and_every_rank_is_told(tmp_path):
+    run_dir = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "-m", "afa", "--threads", "1", *_train_argv(run_dir)]  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        refused = subprocess.run(torchrun, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.communicate("\n")
+    assert refused.returncode != 0
+    lines = [e for e in refused.stderr.splitlines() if e.startswith("afa: error:")]
+    assert len(lines) == 2, refused.stderr  # rank 0 and rank 1, neither left waiting
+    assert all(f"pid {holder.pid} on " in e for e in lines)
+    assert not (run_dir / "config.yaml").exists()
+
+    done = subprocess.run(torchrun, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run_dir / "last.pt").is_file() and read_holder(run_dir) is None

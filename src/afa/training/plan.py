@@ -10,12 +10,15 @@ re-exported here for callers of the earlier layout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
-from afa._lock import writer_lock
+from afa._lock import RunLockedError, writer_lock
 from afa.config import from_dict, to_dict
 from afa.data import Splits, build_train_loader, load_splits, make_augment
 from afa.methods import METHODS, Method, method_config_class
@@ -93,12 +96,31 @@ def train_run(
     own_dist = dist is None
     dist = dist or DistContext.from_env()
     try:
-        # One writer per run directory (rank 0 holds it under torchrun), for the whole run.
-        with writer_lock(cfg.run_dir, enabled=dist.is_main):
+        with _run_dir_writer(cfg.run_dir, dist):
             return _train(cfg, resume=resume, dist=dist, splits=splits)
     finally:
         if own_dist:
             dist.cleanup()
+
+
+@contextlib.contextmanager
+def _run_dir_writer(run_dir: Path, dist: DistContext) -> Iterator[None]:
+    """One writer per run directory for the whole run: rank 0 holds the lock.
+
+    Every rank learns whether rank 0 got it, so under torchrun a refused job ends on each
+    rank with the same one line instead of ranks waiting for a rank 0 that has left.
+    """
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if dist.is_main:
+            try:
+                stack.enter_context(writer_lock(run_dir))
+            except RunLockedError as exc:
+                refused = str(exc)
+        refused = dist.all_gather_object(refused)[0]
+        if refused is not None:
+            raise RunLockedError(refused)
+        yield
 
 
 def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | None) -> TrainState:
