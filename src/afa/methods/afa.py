@@ -184,7 +184,10 @@ class AFAPretrain(ContrastivePretraining):
                 y,
                 threat,
                 self.criterion,
-                clean_embed=on_branch(self, "clean", self.embed),
+                # Dual BN: the contrast set's clean rows on the clean branch (two forwards);
+                # one BN: one forward over both, as before (the same batch statistics in
+                # bn_mode train).
+                clean_embed=on_branch(self, "clean", self.embed) if self.model.dual_bn else None,
             )
         else:
             forward = on_branch(self, "adv", self.model)

@@ -136,7 +136,10 @@ class AFATrades(ContrastiveMethod):
                 y,
                 threat,
                 self.criterion,
-                clean_embed=on_branch(self, "clean", self.embed),
+                # Dual BN: the contrast set's clean rows on the clean branch (two forwards);
+                # one BN: one forward over both, as before (the same batch statistics in
+                # bn_mode train).
+                clean_embed=on_branch(self, "clean", self.embed) if self.model.dual_bn else None,
             )
         else:
             x_a = perturb(self.model, x, y, threat, cross_entropy, forward=model_adv)
