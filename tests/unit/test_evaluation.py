@@ -257,7 +257,9 @@ def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
     assert r.sanity["autoattack_gap"].passed
 
     # an all-breaking AutoAttack on a masked model: PGD overstates robustness
-    monkeypatch.setattr(aa_attacks, "autoattack", lambda model, x, y, threat, **kw: torch.zeros_like(x))
+    monkeypatch.setattr(
+        aa_attacks, "autoattack", lambda model, x, y, threat, **kw: torch.zeros_like(x)
+    )
     r = evaluate(
         Quantised(trained_digits_net()),
         x,
@@ -281,3 +283,42 @@ def test_evaluate_with_a_real_autoattack_component():
     assert r.attacks["AutoAttack (apgd-ce)"]["attacks_to_run"] == ["apgd-ce"]
     assert r.sanity["autoattack_not_weaker_than_pgd"].passed, r.sanity
     assert math.isfinite(r.time_s) and r.time_s > 0
+
+
+def test_the_gap_diagnosis_tells_weak_pgd_from_masked_gradients(monkeypatch):
+    """A PGD crippled by a tiny step leaves a gap that APGD closes (weak PGD, explained);
+    on a model with zero input gradients APGD closes nothing (masked gradients)."""
+    x, y = digits()[2], digits()[3]
+    real = aa_attacks.autoattack
+
+    def standard_is_everything_breaking(model, x, y, threat, **kw):
+        if kw.get("version") == "standard":
+            return torch.zeros_like(x)  # what a gradient-free attack would find
+        return real(model, x, y, threat, **kw)
+
+    monkeypatch.setattr(aa_attacks, "autoattack", standard_is_everything_breaking)
+    crippled = THREAT.with_(step_size=THREAT.eps / 200)  # 10 steps reach 5% of the ball
+    r = evaluate(
+        trained_digits_net(),
+        x,
+        y,
+        crippled,
+        attacks=("pgd", "autoattack"),
+        pgd_steps=10,
+        n_examples=60,
+    )
+    assert not r.sanity["autoattack_gap"].passed
+    weak = r.sanity["gap_closed_by_gradient_attacks"]
+    assert weak.passed and weak.value >= 0.8, weak
+
+    r = evaluate(
+        Quantised(trained_digits_net()),
+        x,
+        y,
+        THREAT.with_(random_start=False),
+        attacks=("pgd", "autoattack"),
+        pgd_steps=10,
+        n_examples=60,
+    )
+    masked = r.sanity["gap_closed_by_gradient_attacks"]
+    assert not masked.passed and masked.value < 0.2, masked

@@ -321,8 +321,8 @@ def test_sanity_messages_for_every_known_check():
         },
         "fine": {"passed": True, "value": 0.0, "threshold": 0.1, "description": ""},
     }
-    failed, passed = sanity_messages(run)
-    assert passed == ["fine"]
+    failed, explained, passed = sanity_messages(run)
+    assert passed == ["fine"] and explained == []
     assert len(failed) == 6
     assert failed[0].startswith("PGD at eps=0.5 still leaves 40.0% accuracy")
     assert "rose by 6.0%" in failed[1]
@@ -330,3 +330,26 @@ def test_sanity_messages_for_every_known_check():
     assert "misconfigured" in failed[3]
     assert "20.0% above the worst case" in failed[4]
     assert "new_check" in failed[5] and "something odd" in failed[5]
+
+
+def test_a_gap_that_gradient_attacks_close_is_explained_not_failed(tmp_path):
+    from afa.report.collect import RunSummary
+
+    gap = {
+        "passed": False,
+        "value": 0.156,
+        "threshold": 0.1,
+        "description": "PGD-20 (CE, BN eval) accuracy run alone minus the worst case ...",
+    }
+    closed = {"passed": True, "value": 0.95, "threshold": 0.8, "description": ""}
+    run = RunSummary(name="r", path=tmp_path)
+    run.sanity = {"autoattack_gap": gap, "gap_closed_by_gradient_attacks": closed}
+    failed, explained, passed = sanity_messages(run)
+    assert failed == [] and passed == ["gap_closed_by_gradient_attacks"]
+    assert "PGD-20 (CE) is 15.6% above" in explained[0] and "not masked" in explained[0]
+    assert "break 95.0%" in explained[0]
+
+    # the diagnosis failing: masked gradients, both are failures
+    run.sanity["gap_closed_by_gradient_attacks"] = {**closed, "passed": False, "value": 0.3}
+    failed, explained, passed = sanity_messages(run)
+    assert explained == [] and len(failed) == 2 and "masked gradients" in failed[1]

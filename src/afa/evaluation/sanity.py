@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from afa.attacks import cross_entropy, perturb, pgd_label
-from afa.evaluation.attacks import EvalAttack
+from afa.attacks import ThreatModel, cross_entropy, perturb, pgd_label
+from afa.evaluation.attacks import EvalAttack, EvalSettings, build_attacks
 from afa.evaluation.matrix import correct_on
 
 if TYPE_CHECKING:  # EvalResult's module imports this one
@@ -28,6 +28,8 @@ EPS_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0)
 MONOTONE_TOL = 0.02
 AA_ABOVE_PGD_TOL = 0.02
 PGD_AA_GAP_TOL = 0.10
+GAP_DIAGNOSIS = "gap_closed_by_gradient_attacks"
+GAP_CLOSED_MIN = 0.8
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def sanity_checks(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
-    result: "EvalResult",
+    result: EvalResult,
     attacked: Tensor,
     attacks: Mapping[str, EvalAttack],
     *,
@@ -76,8 +78,13 @@ def sanity_checks(
     * ``autoattack_gap`` (when AutoAttack and PGD-CE ran): PGD-CE accuracy minus the
       worst case over all attacks must be <= 0.10. Published PGD-20 and AutoAttack figures
       of sound defences differ by a few points (TRADES: 56.6 vs 53.1, Croce & Hein 2020);
-      a much larger gap means PGD's gradients were masked, and every PGD-based number
-      (e.g. training's validation) overstates robustness.
+      a much larger gap means every PGD-based number (e.g. training's validation)
+      overstates robustness.
+    * ``gap_closed_by_gradient_attacks`` (only when ``autoattack_gap`` fails): of the
+      points PGD-CE left correct but the worst case broke, the share that APGD-CE + APGD-T
+      break must be >= 0.8. Then the gap is PGD's weakness at this radius and the worst
+      case stands; below it, only gradient-free attacks (Square, FAB) found those points,
+      the signature of masked gradients (Croce & Hein 2020).
 
     Args:
         model: the evaluated classifier (in eval mode).
@@ -113,9 +120,9 @@ def sanity_checks(
         )
         return int(ok.sum()) / len(sub)
 
-    def standalone_acc(k: int) -> float:
-        """Accuracy of attack k on the subset as if it had run alone: its own result where
-        it ran, and a fresh run where an earlier attack had broken the example first."""
+    def standalone(k: int) -> Tensor:
+        """Correctness on the subset under attack k as if it had run alone: its own result
+        where it ran, and a fresh run where an earlier attack had broken the example first."""
         label = result.columns[k + 1]
         ok = result.correct[sub, k + 1].clone()
         missing = clean & ~attacked[sub, k]
@@ -123,7 +130,7 @@ def sanity_checks(
         ok[missing] = correct_on(
             model, images, labels, sub[missing], attack.run, attack.chunk or batch_size, device
         )
-        return int(ok.sum()) / len(sub)
+        return ok
 
     checks: dict[str, SanityCheck] = {}
     big = 0.5 if threat.norm == "linf" else 0.5 * math.sqrt(images[0].numel())
@@ -142,9 +149,10 @@ def sanity_checks(
     pgd_k = _first(labels_run, lambda a: result.attacks[a].get("objective") == "cross_entropy")
     aa_k = _first(labels_run, lambda a: "version" in result.attacks[a])
     accs = [int(clean.sum()) / len(sub)]
+    pgd_ok = standalone(pgd_k) if pgd_k is not None else None
     for m in EPS_MULTIPLIERS:
-        if m == 1.0 and pgd_k is not None:
-            accs.append(standalone_acc(pgd_k))  # the main PGD-CE is this very attack
+        if m == 1.0 and pgd_ok is not None:
+            accs.append(int(pgd_ok.sum()) / len(sub))  # the main PGD-CE is this very attack
         else:
             accs.append(pgd_acc(threat.eps * m))
     pgd = accs[1 + EPS_MULTIPLIERS.index(1.0)]
@@ -168,7 +176,7 @@ def sanity_checks(
     )
 
     if aa_k is not None:
-        value = standalone_acc(aa_k) - pgd
+        value = int(standalone(aa_k).sum()) / len(sub) - pgd
         checks["autoattack_not_weaker_than_pgd"] = SanityCheck(
             "autoattack_not_weaker_than_pgd",
             value <= AA_ABOVE_PGD_TOL,
@@ -185,12 +193,59 @@ def sanity_checks(
                 gap,
                 PGD_AA_GAP_TOL,
                 f"{labels_run[pgd_k]} accuracy run alone minus the worst case over all "
-                "attacks, on the subset; a large gap means PGD's gradients are masked.",
+                "attacks, on the subset; a large gap means PGD overstates robustness (see "
+                "gap_closed_by_gradient_attacks for whether its gradients are masked).",
             )
+            if not checks["autoattack_gap"].passed:
+                left = sub[pgd_ok & ~result.worst_case[sub]]
+                checks[GAP_DIAGNOSIS] = _gap_diagnosis(
+                    model, images, labels, left, threat, batch_size, device, result.seed
+                )
     return checks
+
+
+def _gap_diagnosis(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    left: Tensor,
+    threat: ThreatModel,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int,
+) -> SanityCheck:
+    """Is PGD weak, or are the gradients masked? On the points PGD-CE left correct but the
+    worst case broke, run the gradient-based APGD-CE, then APGD-T on what is left.
+
+    A gap that gradient attacks close is the optimiser's weakness (PGD's fixed step, no
+    momentum, untargeted), not masking: masked gradients would stop APGD too and leave the
+    gap to the gradient-free Square and FAB (Croce & Hein 2020, section 4).
+    """
+    apgd = build_attacks(
+        ["apgd-ce", "apgd-t"],
+        model,
+        threat,
+        EvalSettings(batch_size=batch_size, seed=seed),
+        torch.Generator().manual_seed(seed),
+    )
+    still = left
+    for attack in apgd:
+        ok = correct_on(
+            model, images, labels, still, attack.run, attack.chunk or batch_size, device
+        )
+        still = still[ok]
+    closed = 1 - len(still) / len(left) if len(left) else 1.0
+    return SanityCheck(
+        GAP_DIAGNOSIS,
+        closed >= GAP_CLOSED_MIN,
+        closed,
+        GAP_CLOSED_MIN,
+        f"Of the {len(left)} subset points PGD-CE left correct but the worst case broke, the "
+        "share that gradient-based APGD-CE + APGD-T break; a high share means PGD is weak at "
+        "this radius (not masked gradients), a low one that only gradient-free attacks "
+        "succeed, the mark of masked gradients.",
+    )
 
 
 def _first(labels: Sequence[str], keep: Callable[[str], bool]) -> int | None:
     return next((k for k, a in enumerate(labels) if keep(a)), None)
-
-

@@ -361,13 +361,17 @@ def _pct(x: float | None) -> str:
     return "?" if x is None else f"{100 * x:.1f}%"
 
 
-def sanity_messages(run: RunSummary) -> tuple[list[str], list[str]]:
-    """``(failed, passed)``: one plain-words sentence per failed check, names of the passed.
+def sanity_messages(run: RunSummary) -> tuple[list[str], list[str], list[str]]:
+    """``(failed, explained, passed)``: a plain-words sentence per failed check, a sentence
+    per failed check whose cause another check has shown to be harmless, names of the passed.
 
     The sentences say what the number means for the reader and whether to trust the robust
-    accuracies; unknown check names fall back to eval.json's own description.
+    accuracies; unknown check names fall back to eval.json's own description. A PGD-to-worst-
+    case gap that gradient-based APGD closes (``gap_closed_by_gradient_attacks`` passed) is
+    PGD's weakness, not masking: it is explained, and the worst case stands.
     """
-    failed, passed = [], []
+    failed, explained, passed = [], [], []
+    gap_closed = run.sanity.get("gap_closed_by_gradient_attacks", {})
     for name, check in run.sanity.items():
         if check.get("passed") is not False:
             passed.append(name)
@@ -398,15 +402,37 @@ def sanity_messages(run: RunSummary) -> tuple[list[str], list[str]]:
                 "it is the stronger attack, so it was misconfigured or saw a different model; "
                 "check the evaluation before using these numbers."
             )
+        elif name == "autoattack_gap" and gap_closed.get("passed") is True:
+            share = _pct(_num(gap_closed.get("value")))
+            explained.append(
+                f"PGD-{_pgd_steps(desc)} (CE) is {_pct(value)} above the worst case over all "
+                f"attacks (allowed {_pct(thr)}), but the gradient-based APGD-CE and APGD-T "
+                f"break {share} of the points it missed: PGD is weak at this radius, the "
+                "gradients are not masked. Read the worst-case column; PGD-based numbers "
+                "(such as training's validation accuracy) overstate robustness."
+            )
         elif name == "autoattack_gap":
             failed.append(
                 f"PGD accuracy is {_pct(value)} above the worst case over all attacks (allowed "
-                f"{_pct(thr)}): PGD's gradients look masked; trust only the worst-case column, "
+                f"{_pct(thr)}): PGD overstates robustness; trust only the worst-case column, "
                 "not PGD-based numbers such as training's validation accuracy."
+            )
+        elif name == "gap_closed_by_gradient_attacks":
+            failed.append(
+                f"Gradient-based APGD-CE and APGD-T break only {_pct(value)} of the points PGD "
+                f"missed but the worst case broke (expected at least {_pct(thr)}): only "
+                "gradient-free attacks found them, the mark of masked gradients; the model's "
+                "robustness is likely overstated even by the worst case."
             )
         else:
             failed.append(
                 f"Sanity check '{name}' failed (value {value if value is None else f'{value:.4g}'}, "
                 f"threshold {thr if thr is None else f'{thr:.4g}'}): {desc}".rstrip(": ")
             )
-    return failed, passed
+    return failed, explained, passed
+
+
+def _pgd_steps(description: str) -> str:
+    """The step count in a check's description (``PGD-20 (CE...``), else ``N``."""
+    m = re.search(r"PGD-(\d+)", description)
+    return m.group(1) if m else "N"

@@ -133,7 +133,8 @@ def _cells(rep: _Report, i: int, run: RunSummary) -> list[str]:
 
 
 def _failed(run: RunSummary) -> bool:
-    return any(c.get("passed") is False for c in run.sanity.values())
+    """A sanity check failed and nothing explained it away (see :func:`sanity_messages`)."""
+    return bool(sanity_messages(run)[0])
 
 
 def _legend(rep: _Report) -> list[str]:
@@ -432,7 +433,7 @@ def _render_md(rep: _Report, out_dir: Path) -> str:
 
 
 def _sanity_lines(run: RunSummary) -> list[str]:
-    failed, passed = sanity_messages(run)
+    failed, explained, passed = sanity_messages(run)
     if not run.sanity:
         if not run.path.is_dir():
             return ["run directory not found."]
@@ -441,7 +442,7 @@ def _sanity_lines(run: RunSummary) -> list[str]:
         return [
             "no sanity checks were run: the robust accuracies are unchecked for gradient masking."
         ]
-    lines = [f"⚠ {m}" for m in failed]
+    lines = [f"⚠ {m}" for m in failed] + [f"ℹ {m}" for m in explained]
     if passed:
         lines.append(f"{len(passed)} of {len(run.sanity)} checks passed ({', '.join(passed)}).")
     return lines
