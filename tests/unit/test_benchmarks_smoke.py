@@ -189,7 +189,7 @@ def test_reference_steps_train_the_same_model_as_afa(name: str, bn_mode: str) ->
     # the step did move the weights (lr 0.5): equal because both trained, not because neither did
     init, _, _ = _cnn_and_batch()
     pairs = zip(init.parameters(), params_a, strict=True)
-    assert max(float((p0 - p).abs().max()) for p0, p in pairs) > 1e-3
+    assert max(float((p0.detach() - p).abs().max()) for p0, p in pairs) > 1e-3
 
 
 def test_reference_pgd_at_step_computes_weight_gradients_in_the_attack() -> None:
