@@ -11,15 +11,10 @@ tampered file cannot run code.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import os
 import pickle
 import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +24,7 @@ import numpy as np
 
 from afa.data.arrays import check_labels
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
+from afa.data.download import check_md5, fetch, file_md5  # noqa: F401  (file_md5: re-exported)
 from afa.data.registry import DATASETS
 from afa.errors import DataError
 
@@ -116,7 +112,7 @@ def load_cifar(
             if not download:
                 raise DataError(_missing_message(spec, root, "download is off"))
             _download(spec, tarball)
-        _check_md5(tarball, spec)
+        check_md5(tarball, spec.md5, spec.url)
         pickles = _read_tarball(tarball, spec.folder, wanted)
 
     def where(name: str) -> str:
@@ -142,15 +138,6 @@ def load_cifar(
     return train, test, info
 
 
-def file_md5(path: Path) -> str:
-    """Hex md5 of a file, read in 1 MiB chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _missing_message(spec: CifarSpec, root: Path, why: str) -> str:
     return (
         f"{spec.name} not found and {why}: put {spec.tarball} (from {spec.url}, md5 {spec.md5}) "
@@ -158,40 +145,10 @@ def _missing_message(spec: CifarSpec, root: Path, why: str) -> str:
     )
 
 
-def _check_md5(tarball: Path, spec: CifarSpec) -> None:
-    got = file_md5(tarball)
-    if got != spec.md5:
-        raise DataError(
-            f"{tarball}: md5 {got} does not match the official {spec.md5}; the file is corrupted "
-            f"or incomplete: delete it and download {spec.url} again"
-        )
-
-
 def _download(spec: CifarSpec, tarball: Path) -> None:
     """Download to a temporary file beside ``tarball``, check the md5, then rename into place."""
-    tarball.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tarball.parent, prefix=f".{tarball.name}.", suffix=".part")
-    log.info("downloading %s to %s", spec.url, tarball)
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-        if digest.hexdigest() != spec.md5:
-            raise DataError(
-                f"{spec.url}: the downloaded file has md5 {digest.hexdigest()}, not the official "
-                f"{spec.md5} (an interrupted or altered download); try again, or put "
-                f"{spec.tarball} in {tarball.parent}/ by hand"
-            )
-        os.replace(tmp, tarball)
-    except (urllib.error.URLError, OSError) as exc:  # offline, refused, timed out, disk full
-        raise DataError(
-            _missing_message(spec, tarball.parent, f"downloading {spec.url} failed ({exc})")
-        ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    hint = f"; {_missing_message(spec, tarball.parent, 'the download failed')}"
+    fetch(spec.url, tarball, md5=spec.md5, hint=hint)
 
 
 class _NumpyUnpickler(pickle.Unpickler):
