@@ -37,6 +37,7 @@ def evaluate_run(
     seed: int | None = None,
     sanity: bool = True,
     splits: Splits | None = None,
+    out: str | Path | None = None,
 ) -> tuple[EvalResult, Path]:
     """Evaluate the run's checkpoint on its test set; write ``eval.json`` beside it.
 
@@ -45,7 +46,8 @@ def evaluate_run(
     ``random_start``) replace those fields for every attack; ``steps`` replaces the steps
     of every PGD attack (``eval.pgd_steps`` and ``eval.cw_steps``) and of the sanity
     checks. eval.json holds each attack's full settings, the run's own threat model under
-    ``training_threat_model`` and the changes under ``threat_overrides``.
+    ``training_threat_model`` and the changes under ``threat_overrides``. ``out`` writes
+    the record elsewhere than ``eval.json`` (e.g. a second evaluation kept beside the first).
 
     Returns:
         The result and the path of the eval.json written.
@@ -77,7 +79,7 @@ def evaluate_run(
         n_examples=n_examples if n_examples is not None else e.n_examples,
         sanity=sanity,
     )
-    out = ckpt_path.parent / "eval.json"
+    out = Path(out) if out is not None else ckpt_path.parent / "eval.json"
     write_eval_json(
         result,
         out,
