@@ -10,7 +10,7 @@ from test_resume import BATCH, INFO, THREAT, TinyNet, toy_data
 
 from afa.data import BatchLoader, make_augment
 from afa.methods.base import Batch, Method, StepOutput
-from afa.training import OptimConfig, ScheduleConfig, Stage, TrainConfig, fit, read_metrics
+from afa.training import LoopOptions, OptimConfig, RunSpec, ScheduleConfig, Stage, fit, read_metrics
 
 
 class FixedGap(Method):
@@ -36,13 +36,12 @@ def _run(tmp_path, gap: float):
     fit(
         [stage],
         BatchLoader(toy_data(), BATCH, shuffle=True, drop_last=True, seed=0),
-        tmp_path,
+        RunSpec(tmp_path),
+        options=LoopOptions(val_batch_size=BATCH),
         val=None,
         threat=THREAT,
         augment=make_augment(INFO, padding=1),
         device=torch.device("cpu"),
-        train=TrainConfig(epochs=6, batch_size=BATCH),
-        config={},
     )
     return read_metrics(tmp_path / "metrics.jsonl")
 

@@ -8,7 +8,7 @@ from test_resume import BATCH, THREAT, CleanCE, ProjectionCE, TinyNet, toy_data,
 
 from afa.data import BatchLoader, DatasetInfo, make_augment
 from afa.data.contrastive_augment import ContrastiveAugment, ContrastiveAugmentConfig
-from afa.training import OptimConfig, ScheduleConfig, Stage, TrainConfig, fit
+from afa.training import LoopOptions, OptimConfig, RunSpec, ScheduleConfig, Stage, fit
 from afa.training.plan import parse_run_config
 
 INFO = DatasetInfo("toy", 3, (1, 8, 8), (0.5,), (0.25,), ("a", "b", "c"), "crop-flip")
@@ -48,13 +48,12 @@ def _fit(run_dir, pre, post, *, resume=False, stop_after=None):
     return fit(
         stages,
         loader,
-        run_dir,
+        RunSpec(run_dir, {"model": {"name": "tiny"}}),
+        options=LoopOptions(val_batch_size=BATCH, log_every=100, seed=0),
         val=val_split(),
         threat=THREAT,
         augment=pre,
         device="cpu",
-        train=TrainConfig(epochs=4, batch_size=BATCH, log_every=100, seed=0),
-        config={"model": {"name": "tiny"}},
         resume=resume,
         stop_after=stop_after,
     )

@@ -32,10 +32,11 @@ from afa.attacks import ThreatModel
 from afa.data import BatchLoader
 from afa.training import (
     DistContext,
+    LoopOptions,
     OptimConfig,
+    RunSpec,
     ScheduleConfig,
     Stage,
-    TrainConfig,
     fit,
     read_metrics,
 )
@@ -72,13 +73,12 @@ def _train(ctx: DistContext, run_dir: Path, *, resume=False, stop_after=None, in
     fit(
         stages,
         loader,
-        run_dir,
+        RunSpec(run_dir, CONFIG),
+        options=LoopOptions(val_batch_size=8, log_every=100),
         val=_val(),
         threat=THREAT,
         augment=lambda x: x,
         device=ctx.device,
-        train=TrainConfig(epochs=3, batch_size=8, log_every=100),
-        config=CONFIG,
         dist=ctx,
         resume=resume,
         stop_after=stop_after,

@@ -12,7 +12,7 @@ from afa.data import BatchLoader, DatasetInfo, make_augment
 from afa.methods.base import Batch, Method, StepOutput
 from afa.models.dual_bn import convert_dual_bn
 from afa.runs import build_model, load_checkpoint, parse_run_config
-from afa.training import EMAConfig, OptimConfig, ScheduleConfig, Stage, TrainConfig, fit
+from afa.training import EMAConfig, LoopOptions, OptimConfig, RunSpec, ScheduleConfig, Stage, fit
 
 
 class DualCE(Method):
@@ -36,13 +36,12 @@ def _run(run_dir, *, resume=False, stop_after=None, init_seed=0):
     state = fit(
         stages,
         BatchLoader(toy_data(), BATCH, shuffle=True, drop_last=True, seed=0),
-        run_dir,
+        RunSpec(run_dir, {"model": {"name": "tiny", "dual_bn": True}}),
+        options=LoopOptions(val_batch_size=BATCH, log_every=100, ema=EMAConfig(decay=0.9)),
         val=val_split(),
         threat=THREAT,
         augment=make_augment(INFO, padding=1),
         device="cpu",
-        train=TrainConfig(epochs=4, batch_size=BATCH, log_every=100, ema=EMAConfig(decay=0.9)),
-        config={"model": {"name": "tiny", "dual_bn": True}},
         resume=resume,
         stop_after=stop_after,
     )

@@ -26,7 +26,15 @@ from afa.cli.main import main
 from afa.data import BatchLoader, make_augment
 from afa.errors import TrainingDiverged
 from afa.methods.base import Batch, Method, StepOutput
-from afa.training import OptimConfig, ScheduleConfig, Stage, TrainConfig, fit, load_checkpoint
+from afa.training import (
+    LoopOptions,
+    OptimConfig,
+    RunSpec,
+    ScheduleConfig,
+    Stage,
+    fit,
+    load_checkpoint,
+)
 
 TINY = ["train.epochs=1", "model.options={width: 4}", "eval.n_examples=24", "eval.attacks=[pgd]"]
 
@@ -57,13 +65,12 @@ def _fit(run_dir: Path, bad_step: int, epochs: int = 3):
     return fit(
         [stage],
         BatchLoader(toy_data(), BATCH, shuffle=True, drop_last=True, seed=0),  # 4 steps/epoch
-        run_dir,
+        RunSpec(run_dir, {"model": {"name": "tiny"}}),
+        options=LoopOptions(val_batch_size=BATCH, log_every=2, seed=0),
         val=None,
         threat=THREAT,
         augment=make_augment(INFO, padding=1),
         device=torch.device("cpu"),
-        train=TrainConfig(epochs=epochs, batch_size=BATCH, log_every=2, seed=0),
-        config={"model": {"name": "tiny"}},
     )
 
 

@@ -30,10 +30,11 @@ from afa.models.base import Classifier, Normalize
 from afa.training import (
     PAYLOAD_KEYS,
     EMAConfig,
+    LoopOptions,
     OptimConfig,
+    RunSpec,
     ScheduleConfig,
     Stage,
-    TrainConfig,
     fit,
     load_checkpoint,
     read_metrics,
@@ -121,7 +122,7 @@ def run(
     resume: bool = False,
     stop_after: int | None = None,
     val: bool = True,
-    train: TrainConfig | None = None,
+    options: LoopOptions | None = None,
     config: dict | None = None,
     init_seed: int = 0,
     device: str = "cpu",
@@ -130,20 +131,19 @@ def run(
     torch.manual_seed(init_seed)
     model = TinyNet()
     stages = make_stages(kind, model)
-    train = train or TrainConfig(
-        epochs=4, batch_size=BATCH, log_every=2, ema=EMAConfig(decay=0.9), seed=0
+    options = options or LoopOptions(
+        val_batch_size=BATCH, log_every=2, ema=EMAConfig(decay=0.9), seed=0
     )
     loader = BatchLoader(toy_data(), BATCH, shuffle=True, drop_last=True, seed=0)
     state = fit(
         stages,
         loader,
-        run_dir,
+        RunSpec(run_dir, config or CONFIG),
+        options=options,
         val=val_split() if val else None,
         threat=THREAT,
         augment=make_augment(INFO, padding=1),
         device=torch.device(device),
-        train=train,
-        config=config or CONFIG,
         resume=resume,
         stop_after=stop_after,
     )
@@ -298,8 +298,8 @@ def test_without_validation_best_follows_last(tmp_path):
 
 
 def test_eval_every_validates_on_schedule_and_at_the_last_epoch(tmp_path):
-    train = TrainConfig(epochs=4, batch_size=BATCH, eval_every=3, log_every=4)
-    state, _ = run(tmp_path / "run", train=train)
+    options = LoopOptions(val_batch_size=BATCH, eval_every=3, log_every=4)
+    state, _ = run(tmp_path / "run", options=options)
     assert ["val/pgd_acc" in r for r in state.history] == [False, False, True, True]
 
 
@@ -338,17 +338,18 @@ def test_fp16_channels_last_resume_on_cuda(tmp_path):
     (PGD starts, crops) are checkpointed, so resume == uninterrupted here too."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    train = TrainConfig(
-        epochs=4,
-        batch_size=BATCH,
+    options = LoopOptions(
+        val_batch_size=BATCH,
         log_every=4,
         ema=EMAConfig(decay=0.9),
         precision="fp16",
         channels_last=True,
     )
-    _, full = run(tmp_path / "full", train=train, device="cuda")
-    run(tmp_path / "part", train=train, device="cuda", stop_after=2)
-    state, resumed = run(tmp_path / "part", train=train, device="cuda", resume=True, init_seed=3)
+    _, full = run(tmp_path / "full", options=options, device="cuda")
+    run(tmp_path / "part", options=options, device="cuda", stop_after=2)
+    state, resumed = run(
+        tmp_path / "part", options=options, device="cuda", resume=True, init_seed=3
+    )
     ckpt = load_checkpoint(state.last_path)
     assert ckpt["scaler"]["scale"] > 0 and ckpt["rng"][0]["cuda"] is not None
     for k, v in full.state_dict().items():

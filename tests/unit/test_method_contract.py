@@ -24,9 +24,9 @@ from afa.methods import METHODS, LinearProbe, Method, method_config_class, regis
 from afa.methods.base import Batch, StepOutput, accuracy_metric
 from afa.models import create_model
 from afa.runs import parse_run_config
-from afa.training import fit, rng_state, seed_all, set_rng_state
+from afa.training import RunSpec, fit, rng_state, seed_all, set_rng_state
 from afa.training.checkpoint import load_method_extra_state, method_extra_state
-from afa.training.plan import build_stages
+from afa.training.plan import build_stages, loop_options
 
 NAMES = METHODS.names()
 THREAT = ThreatModel(eps=0.1, step_size=0.05, steps=2)
@@ -254,13 +254,12 @@ def test_a_method_defined_in_one_place_runs_through_the_contract_and_fit(tmp_pat
         state = fit(
             [stage],
             BatchLoader(data, N, shuffle=True, drop_last=True, seed=0),
-            tmp_path / "run",
+            RunSpec(tmp_path / "run", to_dict(cfg)),
+            options=loop_options(cfg.train),
             val=val,
             threat=cfg.threat,
             augment=lambda t: t,
             device=torch.device("cpu"),
-            train=cfg.train,
-            config=to_dict(cfg),
         )
         assert state.completed and state.global_step == 3
         record = state.history[0]

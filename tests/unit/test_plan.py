@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from afa.methods import AFAPretrain, LinearProbe, SupConPretrain
 from afa.methods.trades import TRADES
 from afa.models import create_model
-from afa.training.plan import adversarial_epochs, build_stages, parse_run_config
+from afa.training import LoopOptions, RunSpec
+from afa.training.plan import adversarial_epochs, build_stages, loop_options, parse_run_config
 
 
 def _stages(raw):
@@ -67,3 +70,37 @@ def test_clean_supcon_with_a_linear_probe_is_selected_by_clean_accuracy():
     assert isinstance(stages[0].method, SupConPretrain)
     assert stages[1].select_by == "val/clean_acc"
     assert adversarial_epochs(cfg) == 0
+
+
+def test_loop_options_carry_every_loop_setting_of_the_train_section():
+    cfg = parse_run_config(
+        {
+            "train": {
+                "batch_size": 32,
+                "seed": 3,
+                "precision": "bf16",
+                "channels_last": True,
+                "compile": True,
+                "sync_bn": True,
+                "ema": {"decay": 0.99, "use_for_eval": False},
+                "eval_every": 4,
+                "val_examples": 200,
+                "log_every": 7,
+            }
+        }
+    )
+    opt = loop_options(cfg.train)
+    assert opt.val_batch_size == 32
+    for f in dataclasses.fields(LoopOptions):
+        if f.name != "val_batch_size":  # every other setting keeps its TrainConfig name
+            assert getattr(opt, f.name) == getattr(cfg.train, f.name), f.name
+    # and none of them is left at its default by the planner
+    assert all(
+        getattr(opt, f.name) != getattr(LoopOptions(), f.name) for f in dataclasses.fields(opt)
+    )
+
+
+def test_a_run_spec_refuses_extra_entries_that_would_overwrite_the_payload(tmp_path):
+    RunSpec(tmp_path, extra={"dataset_info": {}})
+    with pytest.raises(ValueError, match=r"clash with the payload: \['best', 'model'\]"):
+        RunSpec(tmp_path, extra={"model": {}, "best": None, "dataset_info": {}})

@@ -17,7 +17,7 @@ executes code. The payload written by ``afa.training.fit`` (``format`` =
 * ``best``: ``{"metric", "value", "stage", "epoch", "global_epoch"}`` or None;
 * ``rng``: one ``rng_state()`` per rank; ``world_size``;
 * ``config``: the resolved run config as a plain dict; ``metrics``: the epoch's record;
-* whatever the caller added through ``fit(extra=...)`` (e.g. ``dataset_info``).
+* whatever the caller added through ``RunSpec(extra=...)`` (e.g. ``dataset_info``).
 """
 
 from __future__ import annotations

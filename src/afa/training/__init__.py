@@ -21,7 +21,7 @@ from afa.training.checkpoint import (
 from afa.training.distributed import DistContext, wrap_ddp
 from afa.training.ema import ModelEMA
 from afa.training.logging import MetricsWriter, read_metrics
-from afa.training.loop import Stage, TrainState, fit
+from afa.training.loop import LoopOptions, RunSpec, Stage, TrainState, fit
 from afa.training.optim import build_optimizer
 from afa.training.precision import autocast_context, make_grad_scaler
 from afa.training.schedules import LRSchedule, lr_at
@@ -31,9 +31,11 @@ __all__ = [
     "FORMAT",
     "PAYLOAD_KEYS",
     "RESUME_KEYS",
+    "RunSpec",
     "DistContext",
     "EMAConfig",
     "LRSchedule",
+    "LoopOptions",
     "MetricsWriter",
     "ModelEMA",
     "OptimConfig",

@@ -34,7 +34,7 @@ from afa.attacks.threat import ThreatModel
 from afa.data import to_float
 from afa.errors import CheckpointError
 from afa.methods.base import Batch, Method
-from afa.runs import RESUME_KEYS, OptimConfig, RunDir, ScheduleConfig, TrainConfig
+from afa.runs import RESUME_KEYS, EMAConfig, OptimConfig, Precision, RunDir, ScheduleConfig
 from afa.training.checkpoint import (
     FORMAT,
     PAYLOAD_KEYS,
@@ -100,6 +100,68 @@ class Stage:
     augment: Callable[[Tensor], Tensor] | None = None
 
 
+@dataclass(frozen=True)
+class LoopOptions:
+    """The loop's own settings, the same for every stage of a run.
+
+    The planner builds them from ``TrainConfig`` (``afa.training.plan.loop_options``);
+    epochs, optimizer, schedule and gradient clipping are each :class:`Stage`'s own.
+    The values are those of ``TrainConfig`` (validated there); see its attributes.
+
+    Attributes:
+        seed: seed of the global RNGs at the start (plus the rank) and of validation PGD.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with a scaler).
+        channels_last: NHWC memory format for the model and its inputs.
+        compile: ``torch.compile`` the training step's forward.
+        sync_bn: convert batch norm to ``SyncBatchNorm`` under DDP.
+        ema: the weight average each stage keeps (and whether validation reads it).
+        eval_every: validate every this many epochs (and at a stage's last epoch).
+        val_examples: cap on the validation examples (the first ones); None: all.
+        val_batch_size: the validation batch size (the run's per-process batch size).
+        log_every: steps between progress lines (or progress-bar refreshes).
+    """
+
+    seed: int = 0
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    eval_every: int = 1
+    val_examples: int | None = 1000
+    val_batch_size: int = 128
+    log_every: int = 50
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The run ``fit`` writes: its directory and what identifies it in every checkpoint.
+
+    Attributes:
+        path: the run directory (created by rank 0).
+        config: the resolved run config as a plain dict, stored in every checkpoint and
+            compared with the checkpoint's on resume (``resume_keys``).
+        resume_keys: dotted config prefixes that must match on resume (the run schema's
+            ``afa.runs.RESUME_KEYS``).
+        extra: more weights-only-safe entries for every checkpoint (e.g. dataset facts);
+            none may take a name of the payload's own (:data:`afa.runs.PAYLOAD_KEYS`).
+        on_start: called once the directory may be written (no run to overwrite, or a
+            resume that fits), before step 0; ``train_run`` writes ``config.yaml`` here
+            (on rank 0), so a refused run never replaces it.
+    """
+
+    path: str | Path
+    config: Mapping[str, Any] = field(default_factory=dict)
+    resume_keys: Sequence[str] = RESUME_KEYS
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    on_start: Callable[[], object] | None = None
+
+    def __post_init__(self) -> None:
+        clash = sorted(set(self.extra) & set(PAYLOAD_KEYS))
+        if clash:
+            raise ValueError(f"RunSpec: extra checkpoint entries clash with the payload: {clash}")
+
+
 @dataclass
 class TrainState:
     """Where ``fit`` stopped and what it left on disk.
@@ -134,20 +196,16 @@ class TrainState:
 def fit(
     stages: Sequence[Stage],
     train_loader: TrainLoader,
-    run_dir: str | Path,
+    run: RunSpec,
     *,
+    options: LoopOptions | None = None,
     val: tuple[Tensor, Tensor] | None,
     threat: ThreatModel,
     augment: Callable[[Tensor], Tensor],
     device: torch.device | str,
-    train: TrainConfig,
-    config: Mapping[str, Any],
     dist: DistContext | None = None,
     resume: bool = False,
-    extra: Mapping[str, Any] | None = None,
     stop_after: int | None = None,
-    resume_keys: Sequence[str] = RESUME_KEYS,
-    on_start: Callable[[], object] | None = None,
 ) -> TrainState:
     """Train ``stages`` in order and write ``metrics.jsonl``, ``last.pt`` and ``best.pt``.
 
@@ -155,30 +213,22 @@ def fit(
         stages: the run's stages (sharing one Classifier).
         train_loader: yields uint8 batches; ``set_epoch`` gets a GLOBAL epoch counter
             (across stages), so the data order is a function of its seed and the epoch.
-        run_dir: the run directory (the caller writes ``config.yaml`` there first).
+        run: the run directory, the config stored in each checkpoint and compared on
+            resume, extra checkpoint entries and the ``on_start`` hook.
+        options: the loop's settings (None: the defaults).
         val: validation ``(images uint8 (N, C, H, W), labels (N,))`` held out of the
-            training set, capped at ``train.val_examples``; None: no validation and
+            training set, capped at ``options.val_examples``; None: no validation and
             ``best.pt`` follows ``last.pt`` in selecting stages.
         threat: the run's shared threat model (validation PGD uses it with CE).
         augment: the batched on-device augmentation (``Batch.view``) of stages without
             their own.
         device: this process's device (``dist.device`` under DDP).
-        train: the loop's settings (precision, EMA, eval_every, val_examples, seed,
-            log_every, channels_last, compile, sync_bn; the validation batch size). Its
-            epochs, optimizer, schedule and grad_clip are not read: each Stage has its own.
-        config: the resolved run config as a plain dict, stored in every checkpoint and
-            compared with the checkpoint's on resume (``resume_keys``).
         dist: the process group context (None: a single process).
-        resume: continue from ``run_dir/last.pt`` at the epoch after it (into the next
-            stage if it ended one), restoring weights, method extras, optimizer,
-            schedule, scaler, EMA, best, step counters and every rank's RNG states.
-        extra: more weights-only-safe entries for every checkpoint (e.g. dataset facts).
+        resume: continue from ``last.pt`` at the epoch after it (into the next stage if
+            it ended one), restoring weights, method extras, optimizer, schedule, scaler,
+            EMA, best, step counters and every rank's RNG states.
         stop_after: stop once this many epochs (over all stages, counted from the
             start of the run) are complete, as if interrupted; resume continues.
-        resume_keys: dotted config prefixes that must match on resume (the run schema's
-            ``afa.runs.RESUME_KEYS``).
-        on_start: called once the directory may be written (no run to overwrite, or a
-            resume that fits), before step 0; ``train_run`` writes ``config.yaml`` here.
 
     Returns:
         A :class:`TrainState`.
@@ -190,37 +240,26 @@ def fit(
         TrainingDiverged: the epoch's mean training loss is not finite; nothing of that
             epoch is saved, the last finite ``last.pt`` is kept (:mod:`.divergence`).
     """
-    stages = list(stages)
+    stages, opt = list(stages), options or LoopOptions()
     _check_stages(stages)
     device = torch.device(device)
     ctx = dist or DistContext.single(device)
-    check_precision(device, train.precision)
-    loop = _Loop(
-        stages,
-        train_loader,
-        device=device,
-        ctx=ctx,
-        train=train,
-        val=_cap_validation(val, train.val_examples),
-        threat=threat,
-        augment=augment,
-        config=config,
-        extra=_checked_extra(extra),
-    )
-    loop.open(run_dir)
-    ckpt = loop.resume(resume_keys) if resume else loop.start_fresh()
-    if on_start is not None:
-        on_start()
+    check_precision(device, opt.precision)
+    val = _cap_validation(val, opt.val_examples)
+    loop = _Loop(stages, train_loader, run, opt, device=device, ctx=ctx, val=val, threat=threat)
+    ckpt = loop.resume() if resume else loop.start_fresh()
+    if run.on_start is not None:
+        run.on_start()
     loop.log_plan()
     for si in range(loop.start_stage, len(stages)):
         if loop.stopped(stop_after):
             return loop.state(completed=False)
-        run = loop.setup_stage(si, ckpt)
-        for epoch in range(run.first_epoch, run.stage.epochs):
+        live = loop.setup_stage(si, ckpt, augment)
+        for epoch in range(live.first_epoch, live.stage.epochs):
             if loop.stopped(stop_after):
                 return loop.state(completed=False)
-            loop.run_epoch(run, epoch)
-        del run  # drop this stage's DDP reducer (and its gradient hooks) before the next
+            loop.run_epoch(live, epoch)
+        del live  # drop this stage's DDP reducer (and its gradient hooks) before the next
     return loop.state(completed=True)
 
 
@@ -251,19 +290,16 @@ class _Loop:
         self,
         stages: list[Stage],
         loader: TrainLoader,
+        spec: RunSpec,
+        opt: LoopOptions,
         *,
         device: torch.device,
         ctx: DistContext,
-        train: TrainConfig,
         val: tuple[Tensor, Tensor] | None,
         threat: ThreatModel,
-        augment: Callable[[Tensor], Tensor],
-        config: Mapping[str, Any],
-        extra: dict[str, Any],
     ) -> None:
-        self.stages, self.loader, self.device, self.ctx = stages, loader, device, ctx
-        self.train, self.val, self.threat, self.augment = train, val, threat, augment
-        self.config, self.extra = config, extra
+        self.stages, self.loader, self.spec, self.opt = stages, loader, spec, opt
+        self.device, self.ctx, self.val, self.threat = device, ctx, val, threat
         self.model = stages[0].method.model
         self.steps_per_epoch = len(loader)
         if self.steps_per_epoch < 1:
@@ -277,15 +313,12 @@ class _Loop:
         self.history: list[dict[str, Any]] = []
         self.rng_pending = False
         self.watch = DivergenceWatch()  # the current epoch's steps
+        self.files = RunDir(Path(spec.path))
+        if ctx.is_main:  # the run directory this process writes to
+            self.files.path.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsWriter(self.files.metrics, enabled=ctx.is_main)
 
     # ------------------------------------------------------------------ start and stop
-
-    def open(self, run_dir: str | Path) -> None:
-        """The run directory this process writes to (created by rank 0)."""
-        self.files = RunDir(Path(run_dir))
-        if self.ctx.is_main:
-            self.files.path.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsWriter(self.files.metrics, enabled=self.ctx.is_main)
 
     def start_fresh(self) -> None:
         """A new run: refuse to overwrite one, start an empty metrics file, seed."""
@@ -295,15 +328,15 @@ class _Loop:
                 "another run directory (name=... or out_dir=...)"
             )
         self.metrics.reset()
-        seed_all(self.train.seed + self.ctx.rank)
+        seed_all(self.opt.seed + self.ctx.rank)
 
-    def resume(self, keys: Sequence[str]) -> dict[str, Any]:
+    def resume(self) -> dict[str, Any]:
         """Load ``last.pt``: weights, counters and ``best``; the rest at stage set-up."""
         last = self.files.last
         if not last.is_file():
             raise CheckpointError(f"{last}: cannot resume, no checkpoint there")
         ckpt = load_checkpoint(last)
-        _check_resume(ckpt, self.config, keys, self.stages, last)
+        _check_resume(ckpt, self.spec.config, self.spec.resume_keys, self.stages, last)
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
@@ -353,15 +386,20 @@ class _Loop:
             ),
             self.device,
             self.ctx.world_size,
-            self.train.precision,
+            self.opt.precision,
             validation,
         )
 
     # ------------------------------------------------------------------ a stage
 
-    def setup_stage(self, si: int, ckpt: Mapping[str, Any] | None) -> _StageRun:
-        """Build the stage's optimizer, schedule, scaler and EMA; restore them on resume."""
-        t, stage = self.train, self.stages[si]
+    def setup_stage(
+        self, si: int, ckpt: Mapping[str, Any] | None, augment: Callable[[Tensor], Tensor]
+    ) -> _StageRun:
+        """Build the stage's optimizer, schedule, scaler and EMA; restore them on resume.
+
+        ``augment`` is the run's augmentation, for a stage without its own.
+        """
+        t, stage = self.opt, self.stages[si]
         method = stage.method.to(self.device)
         if t.channels_last:
             method.to(memory_format=torch.channels_last)
@@ -382,7 +420,7 @@ class _Loop:
             ),
             scaler=make_grad_scaler(self.device, t.precision),
             ema=ModelEMA(self.model, t.ema.decay, t.ema.warmup) if t.ema.enabled else None,
-            augment=stage.augment or self.augment,
+            augment=stage.augment or augment,
         )
         if ckpt is not None and si == self.start_stage and self.start_epoch > 0:
             _restore_stage(
@@ -433,7 +471,7 @@ class _Loop:
 
     def train_epoch(self, run: _StageRun, epoch: int) -> dict[str, Any]:
         """The epoch's steps; returns its ``metrics.jsonl`` record (train part)."""
-        t, method, device = self.train, run.method, self.device
+        t, method, device = self.opt, run.method, self.device
         method.train()
         method.on_epoch_start(epoch, run.stage.epochs)
         self.loader.set_epoch(self.global_epoch)
@@ -499,7 +537,7 @@ class _Loop:
 
     def validate(self, run: _StageRun, epoch: int, record: dict[str, Any]) -> None:
         """Clean and PGD accuracy every ``eval_every`` epochs and at the stage's last."""
-        t = self.train
+        t = self.opt
         last_of_stage = epoch + 1 == run.stage.epochs
         if self.val is None or not ((epoch + 1) % t.eval_every == 0 or last_of_stage):
             return
@@ -510,7 +548,7 @@ class _Loop:
             self.val[0],
             self.val[1],
             self.threat,
-            batch_size=t.batch_size,
+            batch_size=t.val_batch_size,
             device=self.device,
             precision=t.precision,
             generator=generator,
@@ -522,7 +560,7 @@ class _Loop:
 
     def evaluated_model(self, run: _StageRun) -> torch.nn.Module:
         """The weights validation measures (the rule of ``EMAConfig.evaluated``)."""
-        return run.ema.module if run.ema is not None and self.train.ema.evaluated() else self.model
+        return run.ema.module if run.ema is not None and self.opt.ema.evaluated() else self.model
 
     def update_best(self, run: _StageRun, epoch: int, record: Mapping[str, Any]) -> bool:
         """Whether this epoch becomes ``best.pt`` (always, without a validation split)."""
@@ -566,7 +604,7 @@ class _Loop:
             "scaler": run.scaler.state_dict(),
             "ema": ema.module.state_dict() if ema is not None else None,
             "ema_updates": ema.updates if ema is not None else 0,
-            "eval_weights": "ema" if ema is not None and self.train.ema.evaluated() else "model",
+            "eval_weights": "ema" if ema is not None and self.opt.ema.evaluated() else "model",
             "stage": {"index": run.index, "name": run.stage.name},
             "epoch": epoch + 1,
             "global_epoch": self.global_epoch,
@@ -574,9 +612,9 @@ class _Loop:
             "best": self.best,
             "rng": rngs,
             "world_size": self.ctx.world_size,
-            "config": dict(self.config),
+            "config": dict(self.spec.config),
             "metrics": record,
-            **self.extra,
+            **self.spec.extra,
         }
 
 
@@ -586,14 +624,6 @@ def _cap_validation(
     if val is not None and cap is not None:
         val = (val[0][:cap], val[1][:cap])
     return None if val is None or len(val[1]) == 0 else val
-
-
-def _checked_extra(extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    extra = dict(extra or {})
-    clash = sorted(set(extra) & set(PAYLOAD_KEYS))
-    if clash:
-        raise ValueError(f"fit: extra checkpoint entries clash with the payload: {clash}")
-    return extra
 
 
 def _accumulate(sums: dict[str, Tensor], values: Mapping[str, Tensor], n: int) -> int:
@@ -753,4 +783,13 @@ def _restore_rng(
     seed_all(seed + ctx.rank + 1_000_003 * global_epoch)
 
 
-__all__ = ["PROGRESS_KEYS", "Stage", "TrainState", "config_difference", "epoch_line", "fit"]
+__all__ = [
+    "PROGRESS_KEYS",
+    "LoopOptions",
+    "RunSpec",
+    "Stage",
+    "TrainState",
+    "config_difference",
+    "epoch_line",
+    "fit",
+]

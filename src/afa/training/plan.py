@@ -28,6 +28,7 @@ from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier hom
     EvalConfig,
     ModelConfig,
     RunConfig,
+    TrainConfig,
     adversarial_epochs,
     build_model,
     dataset_info_from_checkpoint,
@@ -38,7 +39,7 @@ from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier hom
     write_config,
 )
 from afa.training.distributed import DistContext
-from afa.training.loop import Stage, TrainState, fit
+from afa.training.loop import LoopOptions, RunSpec, Stage, TrainState, fit
 
 log = logging.getLogger("afa")
 
@@ -83,6 +84,23 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
             select_by=second.selection_metric(after=[method]),  # type: ignore[arg-type]
         ),
     ]
+
+
+def loop_options(train: TrainConfig) -> LoopOptions:
+    """The loop's own settings of ``train``; its epochs, optimizer, schedule and
+    grad_clip go to the stages (``build_stages``), its batch size to the loader too."""
+    return LoopOptions(
+        seed=train.seed,
+        precision=train.precision,
+        channels_last=train.channels_last,
+        compile=train.compile,
+        sync_bn=train.sync_bn,
+        ema=train.ema,
+        eval_every=train.eval_every,
+        val_examples=train.val_examples,
+        val_batch_size=train.batch_size,
+        log_every=train.log_every,
+    )
 
 
 def train_run(
@@ -144,26 +162,28 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
         rank=dist.rank,
         world_size=dist.world_size,
     )
-    run_dir = cfg.run_dir
+    run = RunSpec(
+        cfg.run_dir,
+        config=to_dict(cfg),
+        extra={"dataset_info": to_dict(splits.info)},
+        # Only once fit has checked the directory (no run to overwrite, or a resume whose
+        # config matches): a refused train must not replace the run's config.yaml.
+        on_start=(lambda: write_config(cfg, cfg.run_dir)) if dist.is_main else None,
+    )
     val = None
     if len(splits.val):
         val = (torch.from_numpy(splits.val.images[:]), torch.from_numpy(splits.val.labels[:]))
     return fit(
         stages,
         loader,
-        run_dir,
+        run,
+        options=loop_options(cfg.train),
         val=val,
         threat=cfg.threat,
         augment=make_augment(splits.info, cfg.data.crop_padding, cfg.data.contrastive),
         device=device,
-        train=cfg.train,
-        config=to_dict(cfg),
         dist=dist,
         resume=resume,
-        extra={"dataset_info": to_dict(splits.info)},
-        # Only once fit has checked the directory (no run to overwrite, or a resume whose
-        # config matches): a refused train must not replace the run's config.yaml.
-        on_start=(lambda: write_config(cfg, run_dir)) if dist.is_main else None,
     )
 
 
@@ -177,6 +197,7 @@ __all__ = [
     "build_stages",
     "load_run_config",
     "load_trained",
+    "loop_options",
     "parse_run_config",
     "resolve_device",
     "train_run",
