@@ -177,12 +177,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         for arg in args:
             if arg in (bool, int, float, str) and type(value) is arg:
                 return _convert(value, arg, key)
-        for arg in args:
-            if arg is type(None):
-                continue
+        members = [a for a in args if a is not type(None)]
+        for arg in members:
             try:
                 return _convert(value, arg, key)
             except ConfigError:
+                if len(members) == 1 and isinstance(value, Mapping):
+                    # ``Section | None`` given a mapping: the section's own error names the
+                    # key (``classifier.protocol``), not "expected ClassifierConfig or null".
+                    raise
                 continue  # the next member may fit; the error below names them all
         raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
     if origin is Literal:

@@ -59,6 +59,8 @@ def places(tmp_path_factory) -> dict[str, Path]:
     (root / "bad.pt").write_bytes(b"not a checkpoint")
     torch.save({"format": "afa-checkpoint/1", "model": _RunsCode(root / "ran")}, root / "evil.pt")
     (root / "trunc.pt").write_bytes((root / "run" / "best.pt").read_bytes()[:4096])
+    (root / "corrupt").mkdir()  # a run whose last.pt was cut short (a disk filled up)
+    (root / "corrupt" / "last.pt").write_bytes((root / "run" / "last.pt").read_bytes()[:4096])
     return {
         "run": root / "run",
         "runs": root,
@@ -177,6 +179,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("model-name", _train_row("digits-pgd-at", "model.name=resnet81"), 2, "resnet81"),
     ("method-name", _train_row("digits-pgd-at", "method.name=nosuch"), 2, "nosuch"),
     ("method-option", _train_row("digits-pgd-at", "method.beta=6"), 2, "method.beta"),
+    (
+        "classifier-protocol",
+        _train_row("digits-afa", "classifier.protocol=probe"),
+        2,
+        "classifier.protocol",
+    ),
     ("classifier-end-to-end", _train_row("digits-pgd-at", "classifier.epochs=2"), 2, "classifier"),
     # --- afa train: devices and places
     ("device-unknown", _train_row("digits-pgd-at", "device=gpu"), 2, "device"),
@@ -206,6 +214,13 @@ CASES: list[tuple[str, list[str], int, str]] = [
         2,
         "threat.eps",
     ),
+    (
+        "resume-corrupt-last",
+        ["train", "digits-pgd-at", "out_dir={runs}", "name=corrupt", *TINY, "--resume"],
+        2,
+        "corrupt/last.pt: not a readable checkpoint",
+    ),
+    ("train-no-recipe", ["train"], 2, "config"),
     # --- afa eval
     ("eval-missing", ["eval", "{tmp}/nope"], 2, "nope"),
     ("eval-not-checkpoint", ["eval", "{badpt}"], 2, "bad.pt"),
@@ -221,6 +236,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval-eps-negative", ["eval", "{run}", "--eps", "-1"], 2, "eps"),
     ("eval-eps-text", ["eval", "{run}", "--eps", "big"], 2, "--eps"),
     ("eval-step-size-text", ["eval", "{run}", "--step-size", "x"], 2, "--step-size"),
+    ("eval-steps-negative", ["eval", "{run}", "--steps", "-3"], 2, "--steps"),
+    ("eval-steps-zero", ["eval", "{run}", "--steps", "0"], 2, "--steps"),
+    ("eval-restarts-zero", ["eval", "{run}", "--restarts", "0"], 2, "--restarts"),
+    ("eval-eps-zero-division", ["eval", "{run}", "--eps", "8/0"], 2, "--eps"),
+    ("eval-no-path", ["eval"], 2, "path"),
     ("eval-which", ["eval", "{run}", "--which", "middle"], 2, "--which"),
     ("eval-ema", ["eval", "{run}", "--ema", "maybe"], 2, "--ema"),
     ("eval-device-cuda-index", ["eval", "{run}", "--device", "cuda:99"], 2, "--device"),
@@ -233,6 +253,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("analyze-n-train-zero", ["analyze", "{run}", "--n-train", "0"], 2, "--n-train"),
     ("analyze-device-cuda-index", ["analyze", "{run}", "--device", "cuda:99"], 2, "--device"),
     # --- afa compare
+    ("compare-nothing", ["compare"], 2, "runs"),
     ("compare-missing", ["compare", "{tmp}/nope"], 2, "nope: run directory not found"),
     ("compare-empty-dir", ["compare", "{empty}"], 2, "not a run directory"),
     ("compare-a-file", ["compare", "{file}"], 2, "file.txt"),
@@ -266,6 +287,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "--eval-examples",
     ),
     ("quickstart-epochs-zero", ["quickstart", "--out", "{tmp}/q", "--epochs", "0"], 2, "--epochs"),
+    (
+        "quickstart-seed-negative",
+        ["quickstart", "--out", "{tmp}/q", "--epochs", "1", "--seed", "-1"],
+        2,
+        "seed",
+    ),
     ("quickstart-out-proc", ["quickstart", "--out", "/proc/qs"], 2, "--out"),
     ("quickstart-out-file", ["quickstart", "--out", "{file}"], 2, "--out"),
     ("quickstart-device", ["quickstart", "--out", "{tmp}/q", "--device", "cuda:99"], 2, "--device"),
@@ -273,6 +300,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("no-command", [], 2, "COMMAND"),
     ("unknown-command", ["fit"], 2, "fit"),
     ("threads-zero", ["--threads", "0", "recipes"], 2, "--threads"),
+    ("threads-text", ["--threads", "two", "recipes"], 2, "--threads"),
     # --- valid inputs: exit 0
     ("help", ["--help"], 0, ""),
     ("recipes", ["recipes"], 0, ""),

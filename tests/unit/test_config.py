@@ -146,3 +146,16 @@ def test_val_size_fraction_or_count() -> None:
             from_dict(DataConfig, {"val_size": bad})
     with pytest.raises(ConfigError, match="val_size: expected int or float, got True"):
         from_dict(DataConfig, {"val_size": True})
+
+
+@dataclass(frozen=True)
+class WithOptional:
+    inner: Inner | None = None
+
+
+def test_optional_section_error_names_the_inner_key() -> None:
+    with pytest.raises(ConfigError, match=r"^unknown key 'inner.lrr' \(did you mean 'inner.lr'"):
+        from_dict(WithOptional, {"inner": {"lrr": 0.1}})
+    assert from_dict(WithOptional, {"inner": None}).inner is None
+    with pytest.raises(ConfigError, match=r"inner: expected Inner or null, got 3"):
+        from_dict(WithOptional, {"inner": 3})

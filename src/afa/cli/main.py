@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="steps of every PGD attack and of the sanity checks (default: the run's "
         "eval.pgd_steps / eval.cw_steps); recorded in eval.json",
@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--step-size", type=str, default=None, help="override the PGD step size (e.g. 1/255)"
     )
-    e.add_argument("--restarts", type=int, default=None, help="override the PGD restarts")
+    e.add_argument("--restarts", type=positive_int, default=None, help="override the PGD restarts")
     e.add_argument("--ema", choices=["auto", "yes", "no"], default="auto", help="use EMA weights")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=None)

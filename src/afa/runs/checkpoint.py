@@ -91,7 +91,8 @@ def _reason(exc: Exception) -> str:
     reason = (specific or lines or [type(exc).__name__])[0].removeprefix("WeightsUnpickler error:")
     if lines and lines[0].startswith(_BOILERPLATE[0]):
         reason = f"refused by the weights-only loader, nothing was run: {reason.strip()}"
-    return reason.strip() or type(exc).__name__
+    # torch's zip errors go on for sentences ("This is an internal miniz error. If you ...")
+    return reason.strip().split(". ")[0] or type(exc).__name__
 
 
 __all__ = ["FORMAT", "PAYLOAD_KEYS", "load_checkpoint"]
