@@ -36,8 +36,11 @@ ZIP = "tiny-imagenet-200.zip"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 IMAGE_SIZE = 64
-# Per-channel statistics of the 100,000 training images (the values used across robust-training
-# code for Tiny-ImageNet); fixed, so a model's normalisation does not depend on the copy read.
+# The per-channel normalisation used across robust-training code for Tiny-ImageNet; fixed, so
+# a model's normalisation does not depend on the copy read. Measured on the 10,000 training
+# images of the shipped sample: mean (0.4825, 0.4504, 0.3997) agrees; the pixel standard
+# deviation is (0.2766, 0.2690, 0.2818): the customary STD is smaller (it is not the pixel std
+# of the data), which only scales the normalised inputs and is kept for comparability.
 MEAN = (0.4802, 0.4481, 0.3975)
 STD = (0.2302, 0.2265, 0.2262)
 
