@@ -318,6 +318,28 @@ CASES: list[tuple[str, list[str], int, str]] = [
         0,
         "",
     ),
+    (
+        "eval-valid-overrides",
+        [
+            "eval",
+            "{run}",
+            "--n",
+            "8",
+            "--attacks",
+            "pgd,cw",
+            "--steps",
+            "2",
+            "--eps",
+            "1/10",
+            "--restarts",
+            "1",
+            "--no-sanity",
+            "--which",
+            "last",
+        ],
+        0,
+        "",
+    ),  # fmt: skip
     ("analyze-valid", ["analyze", "{run}", "--n-test", "16", "--k", "3", "--no-figures"], 0, ""),
     ("compare-valid", ["compare", "{run}", "--out", "{tmp}/report"], 0, ""),
 ]
