@@ -233,6 +233,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval-batch-size-zero", ["eval", "{run}", "--batch-size", "0"], 2, "--batch-size"),
     ("eval-attack-unknown", ["eval", "{run}", "--attacks", "nosuch"], 2, "nosuch"),
     ("eval-attack-twice", ["eval", "{run}", "--attacks", "pgd,pgd"], 2, "once"),
+    ("eval-attacks-empty", ["eval", "{run}", "--attacks", ""], 2, "eval.attacks"),
     ("eval-eps-negative", ["eval", "{run}", "--eps", "-1"], 2, "eps"),
     ("eval-eps-text", ["eval", "{run}", "--eps", "big"], 2, "--eps"),
     ("eval-step-size-text", ["eval", "{run}", "--step-size", "x"], 2, "--step-size"),
