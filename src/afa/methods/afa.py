@@ -35,9 +35,9 @@ import torch
 from afa.attacks import cross_entropy, perturb
 from afa.attacks.threat import ThreatModel
 from afa.errors import ConfigError
-from afa.losses import AFALoss, Views
+from afa.losses import Views
 from afa.methods.base import Batch, StepOutput, check_non_negative
-from afa.methods.clean_term import CleanTerm, check_schedule, clean_adv_weights, on_branch
+from afa.methods.clean_term import CleanTerm, CleanTermMixin, check_schedule, on_branch
 from afa.methods.contrastive import (
     ContrastivePretraining,
     PretrainConfig,
@@ -51,7 +51,7 @@ from afa.models.dual_bn import Branch, bn_branch
 
 
 @register_method("afa")
-class AFAPretrain(ContrastivePretraining):
+class AFAPretrain(CleanTermMixin, ContrastivePretraining):
     """AFA pre-training: min over the encoder (and head) of the AFA loss on adversarial views.
 
     ``min_θ E [ L_AFA(z(x_clean views), z(x̃ views), y) ]`` with
@@ -136,12 +136,7 @@ class AFAPretrain(ContrastivePretraining):
     ) -> None:
         super().__init__(model, threat, config)
         self.current_threat = self.warmup_threat(0)
-        c = self.config
-        # The clean term: every clean view an anchor against the clean views only.
-        self.clean_criterion = AFALoss(
-            temperature=c.temperature, denominator=c.denominator, anchors="all"
-        )
-        self.term_weights = clean_adv_weights(c.clean_term, 0, 1, c.dynacl_k, c.dynacl_swap)
+        self.init_clean_term()
 
     def criterion_options(self) -> dict[str, Any]:
         c = self.config
@@ -160,11 +155,8 @@ class AFAPretrain(ContrastivePretraining):
         return self.threat.with_(eps=self.threat.eps * frac, step_size=self.threat.step_size * frac)
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        c = self.config
         self.current_threat = self.warmup_threat(epoch)
-        self.term_weights = clean_adv_weights(
-            c.clean_term, epoch, epochs, c.dynacl_k, c.dynacl_swap
-        )
+        self.set_term_weights(epoch, epochs)
 
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
@@ -208,11 +200,8 @@ class AFAPretrain(ContrastivePretraining):
         metrics = {**loss_metrics(out), **alignment_metrics(z, feats, views.labels)}
         if c.clean_term != "none":
             n_clean = c.clean_views * y.shape[0]
-            clean_out = self.clean_criterion(z[:n_clean], Views.stack(y, c.clean_views, 0))
-            w_clean, w_adv = self.term_weights
-            loss = w_clean * clean_out.loss + w_adv * loss
-            metrics["clean_term_loss"] = clean_out.afa
-            metrics["clean_term_weight"] = torch.tensor(w_clean, device=loss.device)
+            loss, clean_metrics = self.add_clean_term(loss, z[:n_clean], y, c.clean_views)
+            metrics.update(clean_metrics)
         if c.clean_anchor_weight > 0:
             metrics["clean_anchor_loss"] = out.clean
         if c.lambda_ce > 0:

@@ -10,9 +10,9 @@ import torch
 
 from afa.attacks import attack_mode, cross_entropy, perturb, trades_kl
 from afa.attacks.threat import ThreatModel
-from afa.losses import AFALoss, Views, trades_terms
+from afa.losses import Views, trades_terms
 from afa.methods.base import Batch, StepOutput, accuracy_metric, check_non_negative
-from afa.methods.clean_term import CleanTerm, check_schedule, clean_adv_weights, on_branch
+from afa.methods.clean_term import CleanTerm, CleanTermMixin, check_schedule, on_branch
 from afa.methods.contrastive import (
     ContrastiveConfig,
     ContrastiveMethod,
@@ -27,7 +27,7 @@ from afa.models.dual_bn import bn_branch
 
 
 @register_method("afa-trades")
-class AFATrades(ContrastiveMethod):
+class AFATrades(CleanTermMixin, ContrastiveMethod):
     """``L = CE(f(x), y) + β · KL(f(x) ‖ f(x̃_T)) + λ · L_AFA(g; x, x̃_A, y)``.
 
     ``x̃_T`` is the TRADES adversary (PGD on the KL from the clean prediction, crafted
@@ -101,20 +101,13 @@ class AFATrades(ContrastiveMethod):
         self, model: Classifier, threat: ThreatModel, config: Config | None = None
     ) -> None:
         super().__init__(model, threat, config)
-        c = self.config
-        self.clean_criterion = AFALoss(
-            temperature=c.temperature, denominator=c.denominator, anchors="all"
-        )
-        self.term_weights = clean_adv_weights(c.clean_term, 0, 1, c.dynacl_k, c.dynacl_swap)
+        self.init_clean_term()
 
     def criterion_options(self) -> dict[str, Any]:
         return {"anchors": "adversarial", "cross_view_positives": self.config.cross_view_positives}
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        c = self.config
-        self.term_weights = clean_adv_weights(
-            c.clean_term, epoch, epochs, c.dynacl_k, c.dynacl_swap
-        )
+        self.set_term_weights(epoch, epochs)
 
     def forward(self, batch: Batch) -> StepOutput:
         c = self.config
@@ -164,13 +157,8 @@ class AFATrades(ContrastiveMethod):
         if c.clean_term != "none":
             with bn_branch(self, "clean"):
                 z_second = self.projector(self.model.features(batch.view()))
-            clean_out = self.clean_criterion(torch.cat([z_clean, z_second]), Views.stack(y, 2, 0))
-            w_clean, w_adv = self.term_weights
-            contrastive = w_clean * clean_out.loss + w_adv * contrastive
-            clean_metrics = {
-                "clean_term_loss": clean_out.afa,
-                "clean_term_weight": torch.tensor(w_clean, device=contrastive.device),
-            }
+            z_clean_views = torch.cat([z_clean, z_second])
+            contrastive, clean_metrics = self.add_clean_term(contrastive, z_clean_views, y, 2)
         loss = ce + c.beta * kl + c.afa_weight * contrastive
         metrics = {
             "loss": loss.detach(),

@@ -19,11 +19,13 @@ views go through the ``clean`` branch, adversarial views and the attacks through
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from afa.errors import ConfigError
+from afa.losses import AFALoss, Views
 from afa.models.dual_bn import Branch, bn_branch
 
 #: ``none``: the adversarial term alone (weights 0, 1); ``acl``: 1/2, 1/2; ``dynacl``:
@@ -58,6 +60,53 @@ def check_schedule(k: int, swap: float) -> None:
         raise ConfigError(f"method.dynacl_swap: expected >= 0, got {swap!r}")
 
 
+class CleanTermMixin:
+    """The clean term of ``afa`` and ``afa-trades`` (their option ``clean_term``).
+
+    Mixed into a :class:`~afa.methods.contrastive.ContrastiveMethod` whose ``Config`` has
+    ``temperature``, ``denominator``, ``clean_term``, ``dynacl_k`` and ``dynacl_swap``:
+    the method calls :meth:`init_clean_term` in its constructor, :meth:`set_term_weights`
+    at each epoch's start and :meth:`add_clean_term` in its step.
+    """
+
+    config: Any
+    term_weights: tuple[float, float]
+
+    def init_clean_term(self) -> None:
+        """Build the clean criterion (every clean view an anchor against the clean views
+        only) and the weights of epoch 0."""
+        c = self.config
+        self.clean_criterion = AFALoss(
+            temperature=c.temperature, denominator=c.denominator, anchors="all"
+        )
+        self.set_term_weights(0, 1)
+
+    def set_term_weights(self, epoch: int, epochs: int) -> None:
+        """The ``(a, b)`` of epoch ``epoch`` (from 0) of ``epochs``."""
+        c = self.config
+        self.term_weights = clean_adv_weights(
+            c.clean_term, epoch, epochs, c.dynacl_k, c.dynacl_swap
+        )
+
+    def add_clean_term(
+        self, adv_loss: Tensor, z_clean: Tensor, y: Tensor, n_views: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``a * L_clean + b * adv_loss`` and the clean term's metrics.
+
+        Shape:
+            adv_loss: scalar; z_clean: (n_views * B, D), view-major (view 0 of every
+            example first); y: (B,).
+        """
+        clean_out = self.clean_criterion(z_clean, Views.stack(y, n_views, 0))
+        w_clean, w_adv = self.term_weights
+        loss = w_clean * clean_out.loss + w_adv * adv_loss
+        metrics = {
+            "clean_term_loss": clean_out.afa,
+            "clean_term_weight": torch.tensor(w_clean, device=loss.device),
+        }
+        return loss, metrics
+
+
 def on_branch(module: nn.Module, branch: Branch, fn: Callable[[Tensor], Tensor]):
     """``fn`` run with every dual BN layer under ``module`` on ``branch`` (a forward to attack).
 
@@ -72,4 +121,11 @@ def on_branch(module: nn.Module, branch: Branch, fn: Callable[[Tensor], Tensor])
     return forward
 
 
-__all__ = ["CleanTerm", "check_schedule", "clean_adv_weights", "dynacl_adv_weight", "on_branch"]
+__all__ = [
+    "CleanTerm",
+    "CleanTermMixin",
+    "check_schedule",
+    "clean_adv_weights",
+    "dynacl_adv_weight",
+    "on_branch",
+]
