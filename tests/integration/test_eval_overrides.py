@@ -95,4 +95,4 @@ def test_steps_reach_the_sanity_checks(run, seen):
 def test_an_override_out_of_range_is_one_line(run, capsys):
     assert main(["eval", str(run), "--restarts", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("afa: error:") and "restarts" in err and "Traceback" not in err
+    assert err.startswith("afa eval: error:") and "--restarts" in err and "Traceback" not in err

@@ -92,5 +92,3 @@ def correct_on(
         with torch.no_grad():
             out[chunk] = (model(x).argmax(dim=1) == y).cpu()
     return out
-
-

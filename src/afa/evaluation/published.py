@@ -13,19 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from afa.attacks import ThreatModel
 from afa.data import DataConfig, Splits, load_splits
-from afa.errors import ConfigError
-from afa.evaluation import EvalResult, evaluate, write_eval_json
+from afa.evaluation.robust import EvalResult
+from afa.evaluation.runs import check_overrides, evaluate_and_record
 from afa.models.robustbench import PublishedModel, load_published
-from afa.runs import EvalConfig, resolve_device
+from afa.runs import EvalConfig
 
 log = logging.getLogger("afa")
-
-#: Threat-model fields that may be changed for a published model (as for a run).
-OVERRIDABLE = frozenset({"eps", "step_size", "restarts", "random_start"})
 
 
 def published_data(entry: PublishedModel, data_root: str | Path) -> Splits:
@@ -69,39 +64,16 @@ def evaluate_published(
         ConfigError: an unknown model or override. CheckpointError: see
             :func:`afa.models.robustbench.load_robustbench`.
     """
-    overrides = dict(threat_overrides or {})
-    bad = sorted(set(overrides) - OVERRIDABLE)
-    if bad:
-        raise ConfigError(f"eval: cannot override {bad}; choose from {sorted(OVERRIDABLE)}")
+    check_overrides(threat_overrides)
     model, entry, ckpt = load_published(spec, model_dir=model_dir)
-    dev = resolve_device(device)
-    default = ThreatModel()
-    threat = default.with_(**overrides)
-    if steps is not None:
-        overrides["steps"] = steps
-    if overrides:
-        log.warning("eval: settings changed from RobustBench's defaults: %s", overrides)
-    splits = splits or published_data(entry, data_root)
-    e = EvalConfig()
-    result = evaluate(
-        model.to(dev),
-        torch.from_numpy(splits.test.images[:]),
-        torch.from_numpy(splits.test.labels[:]),
-        threat,
-        attacks=list(attacks or e.attacks),
-        pgd_steps=e.pgd_steps if steps is None else steps,
-        cw_steps=e.cw_steps if steps is None else steps,
-        batch_size=batch_size or e.batch_size,
-        device=dev,
-        seed=e.seed if seed is None else seed,
-        n_examples=n_examples,
-        sanity=sanity,
-    )
     out = Path(out_dir if out_dir is not None else Path("runs") / entry.name) / "eval.json"
-    write_eval_json(
-        result,
+    return evaluate_and_record(
+        model,
+        splits or published_data(entry, data_root),
+        ThreatModel(),
+        EvalConfig(),
         out,
-        extra={
+        {
             "dataset": entry.dataset,
             "model": entry.model,
             "method": "robustbench",
@@ -112,7 +84,13 @@ def evaluate_published(
                 "threat": entry.threat,
                 "model_options": dict(entry.options),
             },
-            "threat_overrides": overrides,
         },
+        threat_overrides=threat_overrides,
+        steps=steps,
+        attacks=attacks,
+        n_examples=n_examples,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        sanity=sanity,
     )
-    return result, out

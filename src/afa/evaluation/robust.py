@@ -164,7 +164,9 @@ def evaluate(
     device = torch.device(device)
     threat = threat.with_(bn_mode="eval")
     settings = EvalSettings(pgd_steps, cw_steps, batch_size, seed)
-    plan = build_attacks(list(attacks), model, threat, settings, torch.Generator().manual_seed(seed))
+    plan = build_attacks(
+        list(attacks), model, threat, settings, torch.Generator().manual_seed(seed)
+    )
     with attack_mode(model, "eval"):
         correct, attacked, times = correctness_matrix(
             model,

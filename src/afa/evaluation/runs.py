@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
+from afa.attacks import ThreatModel
 from afa.data import Splits, load_splits
 from afa.errors import ConfigError
 from afa.evaluation.record import write_eval_json
 from afa.evaluation.robust import EvalResult, evaluate
-from afa.runs import adversarial_epochs, load_trained, resolve_device
+from afa.runs import EvalConfig, adversarial_epochs, load_trained, resolve_device
 
 log = logging.getLogger("afa")
 
@@ -52,19 +54,75 @@ def evaluate_run(
     Returns:
         The result and the path of the eval.json written.
     """
-    overrides = dict(threat_overrides or {})
-    bad = sorted(set(overrides) - OVERRIDABLE)
+    check_overrides(threat_overrides)
+    model, cfg, ckpt_path = load_trained(path, which=which, ema=ema)
+    return evaluate_and_record(
+        model,
+        splits or load_splits(cfg.data),
+        cfg.threat,
+        cfg.eval,
+        Path(out) if out is not None else ckpt_path.parent / "eval.json",
+        {
+            "dataset": cfg.data.name,
+            "model": cfg.model.name,
+            "method": cfg.method_name,
+            "checkpoint": str(ckpt_path),
+            "which": which,
+            "ema": cfg.train.ema.evaluated(ema),
+            "training_threat_model": dataclasses.asdict(cfg.threat),
+            "adversarial_epochs": adversarial_epochs(cfg),
+            "bn_branch": cfg.model.bn_branch if cfg.model.dual_bn else None,
+        },
+        threat_overrides=threat_overrides,
+        steps=steps,
+        attacks=attacks,
+        n_examples=n_examples,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        sanity=sanity,
+    )
+
+
+def check_overrides(threat_overrides: Mapping[str, Any] | None) -> None:
+    """Refuse a threat-model change ``afa eval`` cannot make, before anything is loaded."""
+    bad = sorted(set(threat_overrides or {}) - OVERRIDABLE)
     if bad:
         raise ConfigError(f"eval: cannot override {bad}; choose from {sorted(OVERRIDABLE)}")
-    model, cfg, ckpt_path = load_trained(path, which=which, ema=ema)
-    dev = resolve_device(device)
-    threat = cfg.threat.with_(**overrides)
-    e = cfg.eval
+
+
+def evaluate_and_record(
+    model: nn.Module,
+    splits: Splits,
+    threat: ThreatModel,
+    e: EvalConfig,
+    out: Path,
+    extra: Mapping[str, Any],
+    *,
+    threat_overrides: Mapping[str, Any] | None = None,
+    steps: int | None = None,
+    attacks: Sequence[str] | None = None,
+    n_examples: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    sanity: bool = True,
+) -> tuple[EvalResult, Path]:
+    """Evaluate ``model`` on ``splits.test`` and write the record to ``out``.
+
+    The one body of ``afa eval`` for runs and published models: ``threat`` and ``e`` are
+    the model's own settings, every argument given here overrides them (``steps`` those
+    of every PGD attack), and the changes are logged and recorded under
+    ``threat_overrides`` beside ``extra``.
+    """
+    check_overrides(threat_overrides)
+    overrides = dict(threat_overrides or {})
+    threat = threat.with_(**overrides)
     if steps is not None:
         overrides["steps"] = steps
     if overrides:
-        log.warning("eval: settings changed from the run's: %s", overrides)
-    splits = splits or load_splits(cfg.data)
+        log.warning("eval: settings changed from the model's own: %s", overrides)
+    dev = resolve_device(device)
     result = evaluate(
         model.to(dev),
         torch.from_numpy(splits.test.images[:]),
@@ -79,20 +137,5 @@ def evaluate_run(
         n_examples=n_examples if n_examples is not None else e.n_examples,
         sanity=sanity,
     )
-    out = Path(out) if out is not None else ckpt_path.parent / "eval.json"
-    write_eval_json(
-        result,
-        out,
-        extra={
-            "dataset": cfg.data.name,
-            "model": cfg.model.name,
-            "method": cfg.method_name,
-            "checkpoint": str(ckpt_path),
-            "which": which,
-            "ema": cfg.train.ema.evaluated(ema),
-            "training_threat_model": dataclasses.asdict(cfg.threat),
-            "threat_overrides": overrides,
-            "adversarial_epochs": adversarial_epochs(cfg),
-        },
-    )
+    write_eval_json(result, out, extra={**extra, "threat_overrides": overrides})
     return result, out
