@@ -11,7 +11,7 @@ import torch
 from afa.attacks import attack_mode, cross_entropy, perturb, trades_kl
 from afa.attacks.threat import ThreatModel
 from afa.losses import Views, trades_terms
-from afa.methods.base import Batch, StepOutput, accuracy_metric, check_non_negative
+from afa.methods.base import Batch, StepOutput, check_non_negative, clean_adv_metrics
 from afa.methods.clean_term import CleanTerm, CleanTermMixin, check_schedule, on_branch
 from afa.methods.contrastive import (
     ContrastiveConfig,
@@ -161,11 +161,9 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
             contrastive, clean_metrics = self.add_clean_term(contrastive, z_clean_views, y, 2)
         loss = ce + c.beta * kl + c.afa_weight * contrastive
         metrics = {
-            "loss": loss.detach(),
+            **clean_adv_metrics(loss, logits_clean, logits_t, y),
             "ce": ce.detach(),
             "kl": kl.detach(),
-            "acc": accuracy_metric(logits_clean, y),
-            "adv_acc": accuracy_metric(logits_t, y),
             **loss_metrics(out),
             **alignment_metrics(z, feats, views.labels),
             **clean_metrics,

@@ -158,6 +158,21 @@ def accuracy_metric(logits: Tensor, y: Tensor) -> Tensor:
     return (logits.detach().argmax(1) == y).float().mean()
 
 
+def clean_adv_metrics(
+    loss: Tensor, logits_clean: Tensor, logits_adv: Tensor, y: Tensor
+) -> dict[str, Tensor]:
+    """The step metrics of a method trained on clean and adversarial logits (TRADES, MART).
+
+    Shape:
+        loss: scalar; logits_clean, logits_adv: (B, K); y: (B,).
+    """
+    return {
+        "loss": loss.detach(),
+        "acc": accuracy_metric(logits_clean, y),
+        "adv_acc": accuracy_metric(logits_adv, y),
+    }
+
+
 def check_choices(config: Any, prefix: str = "method") -> None:
     """Raise a :class:`ConfigError` naming the first ``Literal`` field holding another value.
 

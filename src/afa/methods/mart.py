@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from afa.attacks import cross_entropy, perturb
 from afa.losses.mart import mart_loss
-from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.methods.base import Batch, Method, StepOutput, clean_adv_metrics
 from afa.methods.registry import register_method
 
 
@@ -28,11 +28,4 @@ class MART(Method):
         logits_clean = self.model(x)
         logits_adv = self.model(x_adv)
         loss = mart_loss(logits_clean, logits_adv, batch.y, self.config.beta)
-        return StepOutput(
-            loss,
-            {
-                "loss": loss.detach(),
-                "acc": accuracy_metric(logits_clean, batch.y),
-                "adv_acc": accuracy_metric(logits_adv, batch.y),
-            },
-        )
+        return StepOutput(loss, clean_adv_metrics(loss, logits_clean, logits_adv, batch.y))

@@ -11,7 +11,7 @@ from torch import Tensor
 from afa.attacks import attack_mode, perturb, trades_kl
 from afa.attacks.threat import ThreatModel
 from afa.losses.trades import trades_loss
-from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
+from afa.methods.base import Batch, Method, StepOutput, clean_adv_metrics
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
 
@@ -33,14 +33,7 @@ class TRADES(Method):
         logits_clean = self.model(x)
         logits_adv = self.model(x_adv)
         loss = trades_loss(logits_clean, logits_adv, batch.y, self.config.beta)
-        return StepOutput(
-            loss,
-            {
-                "loss": loss.detach(),
-                "acc": accuracy_metric(logits_clean, batch.y),
-                "adv_acc": accuracy_metric(logits_adv, batch.y),
-            },
-        )
+        return StepOutput(loss, clean_adv_metrics(loss, logits_clean, logits_adv, batch.y))
 
 
 def trades_adversary(model: Classifier, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
