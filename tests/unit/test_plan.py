@@ -94,6 +94,7 @@ def test_loop_options_carry_every_loop_setting_of_the_train_section():
     for f in dataclasses.fields(LoopOptions):
         if f.name != "val_batch_size":  # every other setting keeps its TrainConfig name
             assert getattr(opt, f.name) == getattr(cfg.train, f.name), f.name
+    assert loop_options(parse_run_config({}).train) == LoopOptions()  # the same defaults
     # and none of them is left at its default by the planner
     assert all(
         getattr(opt, f.name) != getattr(LoopOptions(), f.name) for f in dataclasses.fields(opt)
