@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from afa.analysis.analyze import analyze, write_analysis
+from afa.analysis.runs import analyze_and_record
 from afa.attacks import ThreatModel
 from afa.data import Splits
 from afa.evaluation.published import published_data
 from afa.models.robustbench import load_published
-from afa.runs import resolve_device
+from afa.runs import EvalConfig
 
 
 def analyze_published(
@@ -40,25 +38,17 @@ def analyze_published(
     ``n_train``: a seeded random subset of the training set for centroids (default all).
     """
     model, entry, ckpt = load_published(spec, model_dir=model_dir)
-    dev = resolve_device(device)
-    splits = splits or published_data(entry, data_root)
-    n = len(splits.test) if n_test is None else min(n_test, len(splits.test))
-    result = analyze(
-        model.to(dev),
-        torch.from_numpy(splits.train.images[:]),
-        torch.from_numpy(splits.train.labels[:]),
-        torch.from_numpy(splits.test.images[:n]),
-        torch.from_numpy(splits.test.labels[:n]),
+    return analyze_and_record(
+        model,
+        splits or published_data(entry, data_root),
         ThreatModel(),
+        EvalConfig(),
+        Path(out_dir if out_dir is not None else Path("runs") / entry.name),
+        {"checkpoint": str(ckpt), "method": "robustbench", "robustbench": entry.name},
         k=k,
+        n_test=n_test,
         n_train=n_train,
-        device=dev,
+        device=device,
+        figures=figures,
         seed=seed,
     )
-    result["checkpoint"] = str(ckpt)
-    result["method"] = "robustbench"
-    result["robustbench"] = entry.name
-    write_analysis(
-        Path(out_dir if out_dir is not None else Path("runs") / entry.name), result, figures=figures
-    )
-    return result

@@ -8,8 +8,10 @@ from typing import Any, Literal
 import torch
 
 from afa.analysis.analyze import analyze, write_analysis
+from afa.attacks import ThreatModel
 from afa.data import Splits, load_splits
-from afa.runs import load_trained, resolve_device
+from afa.models import Classifier
+from afa.runs import EvalConfig, load_trained, resolve_device
 
 
 def analyze_run(
@@ -31,25 +33,59 @@ def analyze_run(
     subset of the training set for centroids and neighbours (default all).
     """
     model, cfg, ckpt_path = load_trained(path, which=which)
-    dev = resolve_device(device)
-    splits = splits or load_splits(cfg.data)
-    # The first n_test examples, as `afa eval` takes them, so the two reports agree.
-    n_test = cfg.eval.n_examples if n_test is None else n_test
+    return analyze_and_record(
+        model,
+        splits or load_splits(cfg.data),
+        cfg.threat,
+        cfg.eval,
+        ckpt_path.parent,
+        {"checkpoint": str(ckpt_path), "method": cfg.method_name},
+        k=k,
+        n_test=n_test,
+        n_train=n_train,
+        device=device,
+        figures=figures,
+        seed=seed,
+    )
+
+
+def analyze_and_record(
+    model: Classifier,
+    splits: Splits,
+    threat: ThreatModel,
+    e: EvalConfig,
+    out_dir: Path,
+    extra: dict[str, Any],
+    *,
+    k: int = 10,
+    n_test: int | None = None,
+    n_train: int | None = None,
+    device: str = "auto",
+    figures: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The one body of ``afa analyze`` for runs and published models.
+
+    The test examples are the first ``n_test`` (default ``e.n_examples``), as ``afa eval``
+    takes them, and the adversary is ``afa eval``'s PGD (CE) column (``e.pgd_steps`` steps,
+    BN in eval mode), so the two reports describe the same points under the same attack.
+    ``extra`` is merged into analysis.json, written with its figures into ``out_dir``.
+    """
+    n_test = e.n_examples if n_test is None else n_test
     n = len(splits.test) if n_test is None else min(n_test, len(splits.test))
+    dev = resolve_device(device)
     result = analyze(
         model.to(dev),
         torch.from_numpy(splits.train.images[:]),
         torch.from_numpy(splits.train.labels[:]),
         torch.from_numpy(splits.test.images[:n]),
         torch.from_numpy(splits.test.labels[:n]),
-        # The adversary of `afa eval`'s PGD (CE) column, so "under PGD" means one attack.
-        cfg.threat.with_(steps=cfg.eval.pgd_steps, bn_mode="eval"),
+        threat.with_(steps=e.pgd_steps, bn_mode="eval"),
         k=k,
         n_train=n_train,
         device=dev,
         seed=seed,
     )
-    result["checkpoint"] = str(ckpt_path)
-    result["method"] = cfg.method_name
-    write_analysis(ckpt_path.parent, result, figures=figures)
+    result.update(extra)
+    write_analysis(out_dir, result, figures=figures)
     return result
