@@ -21,8 +21,8 @@ False yet called only when it is True, so it never trains. ``head_layers: 3`` ad
 (``- ReLU - Linear(d, d, no bias) - BN``). Output width ``head_dim`` (their ``d`` = the
 encoder's width).
 
-Stage 2 (SLF = ``linear``, ALF = ``linear-adv``, AFF = ``finetune`` with TRADES; the robust
-self-supervised benchmark's protocol) is the planner's classifier stage; with dual BN it
+Stage 2 (``classifier.protocol``: ``slf``, ``alf``, ``aff`` with TRADES; the robust
+self-supervised benchmark's protocols) is the planner's classifier stage; with dual BN it
 runs on the model's default branch (``model.bn_branch``; ACL fine-tunes the ``adv`` one).
 
 Labels are read only for the collapse indicators (``cos_gap``), never by the loss.

@@ -157,16 +157,20 @@ class ContrastivePretraining(ContrastiveMethod):
     def classifier_method(self, protocol: str, finetune_method: str, beta: float) -> Method:
         """The classifier stage on the pre-trained encoder, by the run's ``classifier`` section.
 
-        ``"linear"`` / ``"linear-adv"``: a :class:`LinearProbe` of the frozen encoder (clean
-        CE / PGD-CE adversaries); ``"finetune"``: the whole network with TRADES (``beta``) or
-        PGD-AT, by ``finetune_method``.
+        ``"slf"`` / ``"alf"``: a :class:`LinearProbe` of the frozen encoder (clean CE / PGD-CE
+        adversaries); ``"aff"``: the whole network with TRADES (``beta``) or PGD-AT, by
+        ``finetune_method`` (the robust self-supervised benchmark's protocols). The earlier
+        names ``linear`` / ``linear-adv`` / ``finetune`` are accepted for them.
         """
-        if protocol == "finetune":
+        protocol = {"linear": "slf", "linear-adv": "alf", "finetune": "aff"}.get(protocol, protocol)
+        if protocol not in ("slf", "alf", "aff"):
+            raise ValueError(f"classifier protocol: expected slf, alf or aff, got {protocol!r}")
+        if protocol == "aff":
             if finetune_method == "trades":
                 return TRADES(self.model, self.threat, TRADES.Config(beta=beta))
             return PGDAT(self.model, self.threat)
         return LinearProbe(
-            self.model, self.threat, LinearProbe.Config(adversarial=protocol == "linear-adv")
+            self.model, self.threat, LinearProbe.Config(adversarial=protocol == "alf")
         )
 
     def probe_ce(

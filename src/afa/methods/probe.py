@@ -1,9 +1,9 @@
 """Stage-2 classifiers on a frozen, pre-trained encoder.
 
-``linear`` is the standard linear-evaluation protocol of adversarial contrastive
-learning ("SLF": clean CE on a frozen encoder); ``linear-adv`` trains the head on PGD
-adversaries of the whole network ("ALF"). Fine-tuning the whole network ("AFF") is not a
-probe: the planner reuses PGD-AT or TRADES for it.
+``slf`` is the standard linear-evaluation protocol of adversarial contrastive learning
+(SLF: clean CE on a frozen encoder); ``alf`` trains the head on PGD adversaries of the whole
+network (ALF). Fine-tuning the whole network (``aff``) is not a probe: the planner reuses
+PGD-AT or TRADES for it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class LinearProbe(Method):
         model: the classifier whose encoder was pre-trained.
         threat: the run's threat model (used when ``adversarial``).
         adversarial: craft PGD (CE) adversaries against the full network and train the
-            head on them ("linear-adv"); otherwise clean CE ("linear").
+            head on them (``alf``); otherwise clean CE (``slf``).
     """
 
     name = "linear"

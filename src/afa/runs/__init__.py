@@ -17,12 +17,16 @@ from afa.runs.layout import RunDir, Which, checkpoint_path, write_config
 from afa.runs.load import build_model, dataset_info_from_checkpoint, load_trained, resolve_device
 from afa.runs.options import EMAConfig, OptimConfig, Precision, ScheduleConfig, TrainConfig
 from afa.runs.schema import (
+    PROTOCOL_ALIASES,
+    PROTOCOL_DEFAULTS,
+    PROTOCOLS,
     RESUME_KEYS,
     ClassifierConfig,
     EvalConfig,
     ModelConfig,
     RunConfig,
     adversarial_epochs,
+    canonical_protocol,
     load_run_config,
     parse_run_config,
 )
@@ -30,6 +34,9 @@ from afa.runs.schema import (
 __all__ = [
     "FORMAT",
     "PAYLOAD_KEYS",
+    "PROTOCOLS",
+    "PROTOCOL_ALIASES",
+    "PROTOCOL_DEFAULTS",
     "RESUME_KEYS",
     "ClassifierConfig",
     "EMAConfig",
@@ -44,6 +51,7 @@ __all__ = [
     "Which",
     "adversarial_epochs",
     "build_model",
+    "canonical_protocol",
     "checkpoint_path",
     "dataset_info_from_checkpoint",
     "load_checkpoint",

@@ -67,24 +67,124 @@ class ModelConfig:
             )
 
 
+#: The protocols of the robust self-supervised benchmark (Fan et al. 2021's names, used by
+#: GodXuxilie/RobustSSL_Benchmark): SLF (standard linear fine-tuning), ALF (adversarial
+#: linear fine-tuning), AFF (adversarial full fine-tuning).
+PROTOCOLS: tuple[str, ...] = ("slf", "alf", "aff")
+
+#: Earlier names of the protocols, still accepted (and saved as the new name), so older
+#: recipes and run configs load.
+PROTOCOL_ALIASES: dict[str, str] = {"linear": "slf", "linear-adv": "alf", "finetune": "aff"}
+
+#: Each protocol's defaults where the config does not set a key, from the benchmark's
+#: ``Finetuning_Methods/Vanilla_Finetuning`` (commit 19dc714): 25 epochs, SGD momentum 0.9,
+#: weight decay 2e-4 (``vanilla_finetuning.py`` L34-L40); SLF / ALF batch 512, lr 0.01, lr x0.1
+#: at epochs 10 and 20 (``utils.py`` ``setup_hyperparameter`` L806-L819, CIFAR-10; its CIFAR-100
+#: lr is 0.05, L810-L812: set ``classifier.optimizer.lr``); AFF batch
+#: 128, lr 0.1, x0.1 at epochs 15 and 20, TRADES beta 6 (L843-L849; ``trades_loss`` L560).
+#: ACL's own AFF row there runs 100 epochs (x0.1 at 40 and 60, L820-L824); set
+#: ``classifier.epochs`` for it. The train-time attack is the run's threat model (the
+#: benchmark's PGD-10, 8/255, step 2/255: ``vanilla_finetuning.py`` L45-L50).
+#: ``batch_size`` applies to a classifier-only run (``classifier.encoder``); the classifier
+#: stage of a pre-training run shares that run's loader.
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "slf": {
+        "epochs": 25,
+        "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 2e-4},
+        "schedule": {"name": "piecewise", "milestones": [0.4, 0.8], "gamma": 0.1},
+        "batch_size": 512,
+    },
+    "alf": {
+        "epochs": 25,
+        "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 2e-4},
+        "schedule": {"name": "piecewise", "milestones": [0.4, 0.8], "gamma": 0.1},
+        "batch_size": 512,
+    },
+    "aff": {
+        "epochs": 25,
+        "finetune_method": "trades",
+        "beta": 6.0,
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4},
+        "schedule": {"name": "piecewise", "milestones": [0.6, 0.8], "gamma": 0.1},
+        "batch_size": 128,
+    },
+}
+
+
+def canonical_protocol(name: str) -> str:
+    """``slf`` / ``alf`` / ``aff`` for a protocol name or one of its earlier aliases."""
+    return PROTOCOL_ALIASES.get(name, name)
+
+
+def _merge(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = dict(defaults)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_classifier_section(raw: Any) -> Any:
+    """The raw ``classifier`` section with its protocol's defaults filled in.
+
+    The protocol's name is made canonical (an alias becomes ``slf`` / ``alf`` / ``aff``);
+    every key the section does not set, nested ones included (an ``optimizer`` block that
+    sets only ``lr`` keeps the protocol's weight decay), takes the protocol's default from
+    :data:`PROTOCOL_DEFAULTS`. ``batch_size`` is filled only for a classifier-only run.
+    Anything not a mapping is returned as it is (the schema reports it).
+    """
+    if not isinstance(raw, dict):
+        return raw
+    protocol = raw.get("protocol", "slf")
+    if not isinstance(protocol, str):
+        return raw
+    protocol = canonical_protocol(protocol)
+    defaults = dict(PROTOCOL_DEFAULTS.get(protocol, {}))
+    if raw.get("encoder") is None:
+        defaults.pop("batch_size", None)
+    return _merge(defaults, {**raw, "protocol": protocol})
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Stage 2 of a pre-training method (``afa``, ``supcon``).
+    """Stage 2 of a pre-training method (``afa``, ``supcon``, ``acl``, ``dynacl``).
+
+    A config section is completed by :func:`resolve_classifier_section` with its protocol's
+    defaults (:data:`PROTOCOL_DEFAULTS`); the dataclass defaults here are SLF's.
 
     Attributes:
-        protocol: ``linear`` (frozen encoder, clean CE), ``linear-adv`` (frozen encoder,
-            PGD-CE adversaries), ``finetune`` (the whole network with ``finetune_method``).
-        finetune_method: ``trades`` or ``pgd-at`` for ``finetune``.
+        protocol: ``slf`` (frozen encoder, clean CE), ``alf`` (frozen encoder, PGD-CE
+            adversaries), ``aff`` (the whole network with ``finetune_method``); the earlier
+            names ``linear``, ``linear-adv``, ``finetune`` are accepted for them.
+        finetune_method: ``trades`` or ``pgd-at`` for ``aff``.
         beta: TRADES β for ``finetune_method: trades``.
+        batch_size: the batch of a classifier-only run (``encoder`` set); None: the run's
+            ``train.batch_size`` (the only value a classifier stage after pre-training in
+            the same run can have: both stages share one loader).
+        encoder: a pre-trained run's checkpoint this run starts from (written by
+            ``afa finetune``): the run trains the classifier stage only, its budget still
+            counting the pre-training epochs of ``train``; None: pre-train first.
     """
 
-    protocol: Literal["linear", "linear-adv", "finetune"] = "linear"
+    protocol: Literal["slf", "alf", "aff"] = "slf"
     finetune_method: Literal["pgd-at", "trades"] = "trades"
     beta: float = 6.0
-    epochs: int = 10
-    optimizer: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 25
+    optimizer: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.01, weight_decay=2e-4))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(milestones=(0.4, 0.8)))
     grad_clip: float | None = None
+    batch_size: int | None = None
+    encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"classifier.epochs: expected >= 1, got {self.epochs!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(
+                f"classifier.batch_size: expected >= 1 or null, got {self.batch_size!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -140,7 +240,10 @@ def parse_run_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     The method's options are checked against that method's own schema and stored fully
     resolved (every default written out), so the saved config says exactly what ran.
     """
-    cfg = from_dict(RunConfig, apply_overrides(raw, list(overrides)))
+    raw = apply_overrides(raw, list(overrides))
+    if isinstance(raw, dict) and "classifier" in raw:
+        raw = {**raw, "classifier": resolve_classifier_section(raw["classifier"])}
+    cfg = from_dict(RunConfig, raw)
     method = dict(cfg.method)
     if "name" not in method:
         raise ConfigError("missing key 'method.name'")
@@ -157,6 +260,16 @@ def parse_run_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
             f"classifier: method {name!r} trains the classifier end to end; "
             f"the 'classifier' section is only for pre-training methods ({pretraining})"
         )
+    if (
+        classifier is not None
+        and classifier.encoder is None
+        and classifier.batch_size not in (None, cfg.train.batch_size)
+    ):
+        raise ConfigError(
+            f"classifier.batch_size: {classifier.batch_size} differs from train.batch_size "
+            f"{cfg.train.batch_size}; the classifier stage after pre-training shares its "
+            "loader (a classifier-only run, `afa finetune`, has its own)"
+        )
     return dataclasses.replace(cfg, method=resolved, classifier=classifier)
 
 
@@ -168,18 +281,23 @@ def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (
 def adversarial_epochs(cfg: RunConfig) -> int:
     """Epochs that craft adversaries: the budget on which methods are compared fairly."""
     n = 0 if METHODS.get(cfg.method_name).clean_training else cfg.train.epochs
-    if cfg.classifier is not None and cfg.classifier.protocol != "linear":
+    if cfg.classifier is not None and cfg.classifier.protocol != "slf":
         n += cfg.classifier.epochs
     return n
 
 
 __all__ = [
+    "PROTOCOLS",
+    "PROTOCOL_ALIASES",
+    "PROTOCOL_DEFAULTS",
     "RESUME_KEYS",
     "ClassifierConfig",
     "EvalConfig",
     "ModelConfig",
     "RunConfig",
     "adversarial_epochs",
+    "canonical_protocol",
     "load_run_config",
     "parse_run_config",
+    "resolve_classifier_section",
 ]

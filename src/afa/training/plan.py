@@ -21,6 +21,7 @@ import torch
 from afa._lock import RunLockedError, writer_lock
 from afa.config import from_dict, to_dict
 from afa.data import Splits, build_train_loader, load_splits, make_augment
+from afa.errors import CheckpointError
 from afa.methods import METHODS, Method, method_config_class
 from afa.models import Classifier
 from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier home)
@@ -32,6 +33,7 @@ from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier hom
     adversarial_epochs,
     build_model,
     dataset_info_from_checkpoint,
+    load_checkpoint,
     load_run_config,
     load_trained,
     parse_run_config,
@@ -39,7 +41,7 @@ from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier hom
     write_config,
 )
 from afa.training.distributed import DistContext
-from afa.training.loop import LoopOptions, RunSpec, Stage, TrainState, fit
+from afa.training.loop import LoopOptions, RunSpec, Stage, TrainState, config_difference, fit
 
 log = logging.getLogger("afa")
 
@@ -72,18 +74,60 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
         return [first]
     c = cfg.classifier or ClassifierConfig()
     second = method.classifier_method(c.protocol, c.finetune_method, c.beta)
-    return [
-        first,
-        Stage(
-            name="classifier",
-            method=second,
-            epochs=c.epochs,
-            optimizer=c.optimizer,
-            schedule=c.schedule,
-            grad_clip=c.grad_clip,
-            select_by=second.selection_metric(after=[method]),  # type: ignore[arg-type]
-        ),
-    ]
+    classifier = Stage(
+        name="classifier",
+        method=second,
+        epochs=c.epochs,
+        optimizer=c.optimizer,
+        schedule=c.schedule,
+        grad_clip=c.grad_clip,
+        select_by=second.selection_metric(after=[method]),  # type: ignore[arg-type]
+    )
+    # A classifier-only run (``classifier.encoder``, ``afa finetune``) starts from a
+    # pre-trained encoder: the pre-training stage ran in another run directory.
+    return [classifier] if c.encoder is not None else [first, classifier]
+
+
+#: What a pre-trained encoder's run must share with the classifier-only run it starts:
+#: the data and the architecture (the BN branch and the rest may differ).
+ENCODER_KEYS = ("data.name", "model.name", "model.options", "model.dual_bn")
+
+
+def load_encoder(model: Classifier, cfg: RunConfig) -> Path:
+    """Load ``cfg.classifier.encoder``'s weights into ``model``, with a zero head.
+
+    The head starts at zero, as the robust self-supervised benchmark's SLF / ALF / AFF do
+    (GodXuxilie/RobustSSL_Benchmark ``Finetuning_Methods/Vanilla_Finetuning/utils.py``
+    ``get_model``, L532-L533 and L550-L551), so a run trained from a pre-trained run's
+    frozen-encoder ``last.pt`` starts where its pre-training ended, whatever head that run's
+    own classifier stage left.
+
+    Returns:
+        The checkpoint path read.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, unsafe, or holds another dataset or
+            architecture (the key named).
+    """
+    if cfg.classifier is None or cfg.classifier.encoder is None:
+        raise ValueError("load_encoder: the run has no classifier.encoder")
+    path = Path(cfg.classifier.encoder)
+    ckpt = load_checkpoint(path)
+    diff = config_difference(ckpt["config"], to_dict(cfg), ENCODER_KEYS)
+    if diff is not None:
+        key, old, new = diff
+        raise CheckpointError(
+            f"classifier.encoder: {path} was trained with {key} = {old!r}, this run has {new!r}"
+        )
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"classifier.encoder: {path}: weights do not fit: {exc}") from None
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.zero_()
+    log.info("classifier-only run: encoder from %s (head set to zero)", path)
+    return path
 
 
 def loop_options(train: TrainConfig) -> LoopOptions:
@@ -147,17 +191,20 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
     splits = splits or load_splits(cfg.data)
     model = build_model(cfg, splits.info).to(device)
     stages = build_stages(cfg, model)
+    c = cfg.classifier
+    if c is not None and c.encoder is not None and not resume:
+        load_encoder(model, cfg)
     if splits.info.augment == "contrastive":
         # The strong augmentation is for pre-training; the classifier stage (SLF / ALF / AFF)
         # trains on crop+flip, as ACL's and DynACL's fine-tuning does.
-        for stage in stages[1:]:
+        for stage in (st for st in stages if st.name == "classifier"):
             stage.augment = make_augment(
                 dataclasses.replace(splits.info, augment="crop-flip"), cfg.data.crop_padding
             )
     loader = build_train_loader(
         splits,
         cfg.data,
-        batch_size=cfg.train.batch_size,
+        batch_size=c.batch_size if c is not None and c.batch_size else cfg.train.batch_size,
         seed=cfg.train.seed,
         rank=dist.rank,
         world_size=dist.world_size,
@@ -195,6 +242,7 @@ __all__ = [
     "adversarial_epochs",
     "build_method",
     "build_stages",
+    "load_encoder",
     "load_run_config",
     "load_trained",
     "loop_options",
