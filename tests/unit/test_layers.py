@@ -28,6 +28,7 @@ LAYERS = {
     "afa.report": 8,
     "afa.cli": 8,
     "afa.quickstart": 8,
+    "afa.finetune": 8,
     "afa.__main__": 8,
 }
 

@@ -154,6 +154,26 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default=None, help="the JSON file to write instead")
     x.add_argument("--name", default=None, help="model ID of the file name (default: RUN's name)")
 
+    f = sub.add_parser(
+        "finetune",
+        help="a pre-trained encoder under SLF / ALF / AFF, one table",
+        description="Trains RUN's pre-trained encoder (method afa, supcon, acl or dynacl) "
+        "under each protocol of the robust self-supervised benchmark into RUN-<protocol> "
+        "(the protocol's defaults unless overridden, e.g. classifier.epochs=5), evaluates "
+        "each and writes RUN/finetune.json and RUN/finetune.md; protocols already done "
+        "are skipped, an interrupted one resumes.",
+    )
+    f.add_argument("run", help="the pre-training run directory")
+    f.add_argument("overrides", nargs="*", metavar="key=value", help="for every protocol's run")
+    f.add_argument("--protocols", default="slf,alf,aff", help="comma list (default slf,alf,aff)")
+    f.add_argument(
+        "--attacks", default=None, help="comma list of pgd,cw,autoattack (default: the run's)"
+    )
+    f.add_argument(
+        "--n", type=positive_int, default=None, help="first N test examples (default: the run's)"
+    )
+    f.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks")
+
     q = sub.add_parser(
         "quickstart",
         help="train every method on digits, evaluate, analyse, report",
@@ -329,6 +349,23 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"left empty (eval.json does not know them): {', '.join(empty)}")
         for note in notes:
             print(f"note: {note}")
+        return 0
+    if args.command == "finetune":
+        from afa.finetune import finetune, parse_protocols
+
+        attacks = args.attacks.split(",") if args.attacks else None
+        if attacks is not None:
+            check_attacks(attacks, "--attacks")
+        result = finetune(
+            Path(args.run),
+            parse_protocols(args.protocols),
+            overrides=args.overrides,
+            attacks=attacks,
+            n_examples=args.n,
+            sanity=not args.no_sanity,
+        )
+        print(result.markdown, end="")
+        print(f"table: {result.json_path} and {result.md_path}")
         return 0
     if args.command == "quickstart":
         from afa.quickstart import check_quickstart_args, quickstart
