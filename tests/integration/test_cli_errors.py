@@ -470,3 +470,14 @@ def test_check_run_dirs(tmp_path):
     (tmp_path / "b" / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="not a run directory"):
         check_run_dirs([tmp_path / "a", tmp_path / "b"])
+
+
+def test_a_run_stored_with_a_float_count_still_evaluates(places, tmp_path):
+    """Earlier versions stored val_size: 40 as 40.0; such runs must load (only a user's new
+    `data.val_size=2.0` is refused)."""
+    ckpt = torch.load(places["run"] / "best.pt", weights_only=True)
+    ckpt["config"]["data"]["val_size"] = 40.0
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert (
+        main(["eval", str(tmp_path / "old.pt"), "--n", "8", "--attacks", "pgd", "--no-sanity"]) == 0
+    )

@@ -119,3 +119,14 @@ def check_attacks(names: Sequence[str], key: str = "eval.attacks") -> None:
             raise ConfigError(f"{key}: " + unknown_name_message("attack", name, EVAL_ATTACKS))
     if len(set(names)) != len(names):
         raise ConfigError(f"{key}: each attack once, got {list(names)}")
+
+
+def check_val_size(value: float, key: str = "data.val_size") -> None:
+    """A float is a fraction in (0, 1), an int a count: ``2.0`` is neither, and reading it
+    as a count of 2 would silently validate on two images. (The schema itself lets a
+    whole float through, for runs stored by earlier versions; a user's new run may not.)"""
+    if isinstance(value, float) and value >= 1:
+        raise ConfigError(
+            f"{key}: expected 0, a fraction in (0, 1) such as 0.1, or a whole count >= 1 "
+            f"such as 500, got {value!r} (a count is written without a decimal point)"
+        )

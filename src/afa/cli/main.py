@@ -19,6 +19,7 @@ from afa.cli.checks import (
     check_device,
     check_output_dir,
     check_run_dirs,
+    check_val_size,
     positive_int,
 )
 from afa.config import parse_number
@@ -248,6 +249,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         check_device(cfg.device, "device")
         check_output_dir(cfg.run_dir, "out_dir/name")
         check_attacks(cfg.eval.attacks)
+        check_val_size(cfg.data.val_size)
         state = train_run(cfg, resume=args.resume)
         print(f"run directory: {state.run_dir}")
         return 0

@@ -79,12 +79,11 @@ class DataConfig:
     train_size: int | float | None = None
 
     def __post_init__(self) -> None:
-        # A float is a fraction, an int a count: 2.0 is neither, and rounding it to a
-        # count of 2 would silently validate on two images.
+        # A fraction in (0, 1) or a whole count. A whole float such as 1000.0 passes here:
+        # earlier versions stored every val_size as a float, and their runs must still load;
+        # `afa train` refuses one typed by the user (afa.cli.checks.check_val_size).
         v = self.val_size
-        if isinstance(v, bool) or not (
-            v == 0 or (isinstance(v, int) and v >= 1) or (isinstance(v, float) and 0 < v < 1)
-        ):
+        if isinstance(v, bool) or not (v == 0 or 0 < v < 1 or (v >= 1 and float(v).is_integer())):
             raise ConfigError(
                 "data.val_size: expected 0, a fraction in (0, 1) such as 0.1, or a whole "
                 f"count >= 1 such as 500, got {v!r}"
