@@ -6,7 +6,16 @@ import json
 
 from afa.cli.main import main
 
-SMOKE = ["--epochs", "1", "--eval-examples", "24", "--methods", "standard,pgd-at", "--attacks", "pgd"]
+SMOKE = [
+    "--epochs",
+    "1",
+    "--eval-examples",
+    "24",
+    "--methods",
+    "standard,pgd-at",
+    "--attacks",
+    "pgd",
+]
 
 
 def _numbers(run_dir) -> dict:
