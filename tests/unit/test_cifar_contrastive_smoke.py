@@ -1,0 +1,181 @@
+"""benchmarks/cifar_contrastive.py end to end in its ``--tiny`` mode, on an ImageFolder tree
+made here (10 classes x 12 PNG images of 32x32): one row of each suite, the shared
+pre-training of ALF / AFF, the JSON and markdown, and the second invocation that skips.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from afa.runs import load_checkpoint
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "_bench_cifar_contrastive", BENCH / "cifar_contrastive.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``root/train/<class>/<i>.png``: each class a different mean colour plus noise."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("cifar") / "tiny-cifar"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        folder = root / "train" / f"class{c}"
+        folder.mkdir(parents=True)
+        base = rng.integers(0, 256, size=3)
+        for i in range(12):
+            img = np.clip(base + rng.normal(0, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{i:04d}.png")
+    return root
+
+
+def argv(
+    tree: Path, tmp: Path, suite: str, *variants: str, extra: tuple[str, ...] = ()
+) -> list[str]:
+    return [
+        "--suite",
+        suite,
+        "--tiny",
+        "--data",
+        str(tree),
+        "--runs",
+        str(tmp / "runs"),
+        "--out",
+        str(tmp / f"{suite}.json"),
+        "--device",
+        "cpu",
+        "--variants",
+        *variants,
+        *extra,
+    ]
+
+
+def test_one_row_of_each_suite_then_skips(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cc = load()
+    calls = {
+        "budget": argv(tree, tmp_path, "budget", "supcon cnn w32"),
+        "ingredients": argv(tree, tmp_path, "ingredients", "afa baseline *"),
+        "acl": argv(tree, tmp_path, "acl", "acl SLF"),
+    }
+    records = {}
+    for suite, args in calls.items():
+        assert cc.main(args) == 0, suite
+        records[suite] = json.loads((tmp_path / f"{suite}.json").read_text())
+
+    # budget: clean SupCon + probe; clean accuracy only, per-epoch collapse indicators
+    (row,) = records["budget"]["runs"]
+    assert row["method"] == "supcon" and row["robust_acc"] is None and row["adv_epochs"] == 0
+    assert row["train_epochs"] == 2 and row["stage2_epochs"] == 1
+    assert len(row["cos_gap_by_epoch"]) == 2 and len(row["loss_over_chance_by_epoch"]) == 2
+    assert len(row["probe_val_clean_by_epoch"]) == 1
+    assert row["steps"] == 2 * 3  # 86 training images, batch 32 (last partial one dropped)
+    md = (tmp_path / "budget.md").read_text()
+    assert "TINY SMOKE RUN" in md and md.count("\n| cnn w4 |") == 1
+
+    # ingredients: one AFA row under the three protocols, equal adversarial budgets
+    rows = {r["variant"]: r for r in records["ingredients"]["runs"]}
+    assert set(rows) == {"afa baseline SLF", "afa baseline ALF", "afa baseline AFF"}
+    assert {r["adv_epochs"] for r in rows.values()} == {2}
+    assert rows["afa baseline SLF"]["train_epochs"] == 2
+    assert rows["afa baseline ALF"]["train_epochs"] == 1
+    assert records["ingredients"]["warnings"] == []
+    for r in rows.values():
+        assert 0.0 <= r["robust_acc"] <= r["clean_acc"] <= 1.0
+        assert r["n_eval"] == 24  # 20% of 120 held out as the test split
+        assert list(r["per_attack"]) == ["AutoAttack (apgd-ce)"]
+        assert isinstance(r["collapse_warning"], bool)
+    # ALF trained the pre-training and kept it; AFF resumed from it (no second pre-training)
+    run_dir = tmp_path / "runs" / "ingredients"
+    assert (run_dir / rows["afa baseline ALF"]["run"] / "pretrain.pt").is_file()
+    assert rows["afa baseline AFF"]["pretraining_from"] == str(
+        run_dir / rows["afa baseline ALF"]["run"]
+    )
+    assert rows["afa baseline AFF"]["cos_gap"] == rows["afa baseline ALF"]["cos_gap"]
+    md = (tmp_path / "ingredients.md").read_text()
+    assert md.count("\n| afa baseline ") == 3 and "| APGD-CE % |" in md
+
+    (acl,) = records["acl"]["runs"]
+    assert acl["method"] == "acl" and acl["protocol"] == "SLF" and acl["adv_epochs"] == 2
+
+    # a second invocation trains and evaluates nothing and reports the same rows
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(cc.training_plan, "train_run", refuse)
+    monkeypatch.setattr(cc, "evaluate_run", refuse)
+    for suite, args in calls.items():
+        assert cc.main(args) == 0
+        again = json.loads((tmp_path / f"{suite}.json").read_text())
+        assert again["runs"] == records[suite]["runs"], suite
+        assert again["failed"] == []
+
+
+def test_shared_pretraining_equals_a_run_of_its_own(tree: Path, tmp_path: Path) -> None:
+    """AFF forked from ALF's pre-training ends with the weights of an AFF trained alone."""
+    cc = load()
+    shared = tmp_path / "shared"
+    alone = tmp_path / "alone"
+    assert cc.main(argv(tree, shared, "ingredients", "afa baseline ALF", "afa baseline AFF")) == 0
+    assert cc.main(argv(tree, alone, "ingredients", "afa baseline AFF", extra=("--no-share",))) == 0
+    name = json.loads((alone / "ingredients.json").read_text())["runs"][0]["run"]
+    a = load_checkpoint(shared / "runs" / "ingredients" / name / "last.pt")
+    b = load_checkpoint(alone / "runs" / "ingredients" / name / "last.pt")
+    assert not (alone / "runs" / "ingredients" / name / "pretraining.json").exists()
+    assert (shared / "runs" / "ingredients" / name / "pretraining.json").exists()
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_dry_run_prints_every_command_and_trains_nothing(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cc = load()
+    assert cc.main(argv(tree, tmp_path, "acl", "*", extra=("--dry-run",))) == 0
+    out = capsys.readouterr().out
+    names = [v.name for v in cc.acl_suite(cc.Budget(2, 1, 1)).variants]
+    assert out.count("afa train ") == len(names) == 13
+    assert "pre-training shared" in out and "# total ~" in out
+    assert not (tmp_path / "runs" / "acl").exists()
+
+
+def test_estimate_follows_the_readme_costs() -> None:
+    """At the real budget: a PGD-AT row is 20 x 190 s x 44,000 / 50,000 plus its evaluation."""
+    cc = load()
+    b = cc.Budget(20, 5, 2)
+    suite = cc.ingredients_suite(b)
+    runs = cc.plan_runs(suite, b, [0], Path("/nonexistent"), data=[], tail=[], device="cpu")
+    pgd = next(r for r in runs if r.variant.name == "pgd-at")
+    train = 20 * 190 * 44_000 / 50_000
+    evals = (1000 * 100 + 0.4 * 1000 * 900) * cc.ATTACK_STEP_S
+    assert cc.estimate_s(pgd, cc.APGD, 1000, shared=False) == pytest.approx(train + evals)
+    assert cc.model_scale("cnn", 64) > 3 * cc.model_scale("cnn", 32)
