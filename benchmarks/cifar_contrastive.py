@@ -26,7 +26,8 @@ from a copy of it and resumes into its own stage 2, which is what an uninterrupt
 would do (resume = uninterrupted is tested in the loop; the test here checks it too).
 
 Evaluation: the best checkpoint, clean accuracy and APGD-CE + APGD-T (AutoAttack's two
-gradient attacks, worst case per example) on the first ``--n`` (1,000) test images; with
+gradient attacks, worst case per example) on the first ``--n`` (1,000) test images, the
+test split taken class by class in turn (the carved split is in class order); with
 ``--final`` AutoAttack standard into ``eval-autoattack.json``. Collapse indicators per
 epoch (``train/cos_gap``, ``train/loss_over_chance``, the collapse warning) come from the
 run's ``metrics.jsonl``.
@@ -66,6 +67,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import torch
 
 BENCH = Path(__file__).resolve().parent
@@ -86,7 +88,7 @@ from ablation import (  # noqa: E402
 
 from afa._io import atomic_write_text, read_jsonl, write_json  # noqa: E402
 from afa.config import to_dict  # noqa: E402
-from afa.data import load_splits  # noqa: E402
+from afa.data import Splits, load_splits  # noqa: E402
 from afa.evaluation.runs import evaluate_run  # noqa: E402
 from afa.runs import (  # noqa: E402
     ClassifierConfig,
@@ -211,7 +213,9 @@ def common_overrides(b: Budget, *, with_model: bool) -> tuple[str, ...]:
         "threat.step_size=2/255",
         f"threat.steps={b.steps}",
         f"train.batch_size={b.batch_size}",
-        "train.val_examples=500",
+        # every validation image: the carved split is in class order, so a cap would
+        # validate on the first classes only
+        "train.val_examples=null",
         "train.eval_every=1",
     )
     return out + (model_overrides(b.model, b.width) if with_model else ())
@@ -422,6 +426,13 @@ def past_pretraining(run: Run) -> bool:
     return int(ckpt["global_epoch"]) >= run.cfg.train.epochs
 
 
+def at_end_of_pretraining(run: Run) -> bool:
+    """``last.pt`` is the last pre-training epoch (stage 2 not started)."""
+    if not run.files.last.is_file():
+        return False
+    return int(load_checkpoint(run.files.last)["global_epoch"]) == run.cfg.train.epochs
+
+
 def train(run: Run, stop_after: int | None = None) -> None:
     """``afa train`` of the run, resumed from ``last.pt`` when it exists.
 
@@ -440,10 +451,7 @@ def train(run: Run, stop_after: int | None = None) -> None:
 
 def keep_pretraining(run: Run) -> None:
     """Copy ``last.pt`` (at the end of pre-training) to ``pretrain.pt`` for other protocols."""
-    ckpt = load_checkpoint(run.files.last)
-    if int(ckpt["global_epoch"]) != run.cfg.train.epochs:
-        raise RuntimeError(f"{run.files.last}: not at the end of pre-training")
-    save_checkpoint(run.files.path / "pretrain.pt", ckpt)
+    save_checkpoint(run.files.path / "pretrain.pt", load_checkpoint(run.files.last))
 
 
 def fork(run: Run, donor: Path) -> None:
@@ -462,6 +470,34 @@ def fork(run: Run, donor: Path) -> None:
     write_json(run.files.path / "pretraining.json", {"pretraining_from": str(donor)})
     save_checkpoint(run.files.last, ckpt)
     log.info("%s: pre-training (%d epochs) taken from %s", run.label, kept, donor)
+
+
+def round_robin(labels: np.ndarray) -> np.ndarray:
+    """Indices that order examples class by class in turn (each class in its own order).
+
+    The test split carved out of an ImageFolder is in class order, so its first n images
+    would hold the first classes only; in this order any first n hold each class's share
+    (within one image).
+
+    Shape:
+        labels: (N,); returns (N,), a permutation.
+    """
+    labels = np.asarray(labels)
+    rank = np.empty(labels.shape[0], np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rank[members] = np.arange(members.shape[0])
+    return np.lexsort((labels, rank))
+
+
+def interleaved(cfg: RunConfig) -> Splits:
+    """The run's splits with the test split in :func:`round_robin` order."""
+    splits = load_splits(cfg.data)
+    order = round_robin(splits.test.labels)
+    test = dataclasses.replace(
+        splits.test, images=splits.test.images[order], labels=splits.test.labels[order]
+    )
+    return dataclasses.replace(splits, test=test)
 
 
 def eval_file(final: bool) -> str:
@@ -506,7 +542,8 @@ def run_one(
                         fork(run, donor)
                 if not past_pretraining(run):
                     train(run, stop_after=run.cfg.train.epochs)
-                    keep_pretraining(run)
+                if not (run.files.path / "pretrain.pt").is_file() and at_end_of_pretraining(run):
+                    keep_pretraining(run)  # also after an interruption right before it
             train(run)
         log.info("%s: evaluating %s on %d test images", run.label, list(attacks) or "clean", n)
         evaluate_run(
@@ -516,6 +553,7 @@ def run_one(
             attacks=list(attacks),
             device=run.cfg.device,
             sanity=sanity,
+            splits=interleaved(run.cfg),
             out=out,
         )
     else:

@@ -179,3 +179,43 @@ def test_estimate_follows_the_readme_costs() -> None:
     evals = (1000 * 100 + 0.4 * 1000 * 900) * cc.ATTACK_STEP_S
     assert cc.estimate_s(pgd, cc.APGD, 1000, shared=False) == pytest.approx(train + evals)
     assert cc.model_scale("cnn", 64) > 3 * cc.model_scale("cnn", 32)
+
+
+def test_an_interrupted_run_resumes_from_last_pt(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cc = load()
+    args = argv(tree, tmp_path, "ingredients", "pgd-at")
+    fit = cc.training_plan.fit
+    with monkeypatch.context() as m:  # the first call stops after 1 of 2 epochs
+        m.setattr(cc.training_plan, "fit", lambda *a, **k: fit(*a, **{**k, "stop_after": 1}))
+        assert cc.main(args) == 0
+    (row,) = json.loads((tmp_path / "ingredients.json").read_text())["runs"]
+    run = tmp_path / "runs" / "ingredients" / row["run"]
+    assert row["steps"] == 2 and load_checkpoint(run / "last.pt")["global_epoch"] == 1
+    (run / "eval.json").unlink()
+    resumed = []
+    train_run = cc.training_plan.train_run
+    monkeypatch.setattr(
+        cc.training_plan,
+        "train_run",
+        lambda cfg, **k: resumed.append(k["resume"]) or train_run(cfg, **k),
+    )
+    assert cc.main(args) == 0
+    assert resumed == [True]
+    (row,) = json.loads((tmp_path / "ingredients.json").read_text())["runs"]
+    assert row["steps"] == 4 and load_checkpoint(run / "last.pt")["global_epoch"] == 2
+    assert [r["epoch"] for r in cc.read_jsonl(run / "metrics.jsonl")] == [1, 2]
+
+
+def test_round_robin_gives_every_prefix_each_class_share() -> None:
+    """The carved test split is in class order; evaluation's first n must hold every class."""
+    cc = load()
+    labels = np.repeat(np.arange(10), [500, 500, 500, 500, 500, 500, 500, 500, 500, 503])
+    order = cc.round_robin(labels)
+    assert sorted(order.tolist()) == list(range(labels.shape[0]))
+    for n in (10, 1000, 4990):
+        assert np.bincount(labels[order[:n]], minlength=10).tolist() == [n // 10] * 10
+    # within a class the original order is kept
+    nines = order[labels[order] == 9]
+    assert (np.diff(nines) > 0).all()
