@@ -13,7 +13,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 import re
+import subprocess
+import sys
+import textwrap
 import typing
 from fractions import Fraction
 from pathlib import Path
@@ -139,21 +144,24 @@ def test_citations_name_existing_sections() -> None:
     assert not bad, "\n".join(bad)
 
 
-def _source_words() -> tuple[set[str], str]:
-    text = "\n".join(
-        p.read_text() for p in (ROOT / "src").rglob("*") if p.suffix in (".py", ".yaml")
-    )
+def _source_words(page: Path) -> tuple[set[str], str]:
+    """Words of src/, tests/ and pyproject.toml, and of the page's own example files."""
+    sources = [p for top in ("src", "tests") for p in (ROOT / top).rglob("*")]
+    texts = [p.read_text() for p in sources if p.suffix in (".py", ".yaml")]
+    texts += [(ROOT / "pyproject.toml").read_text(), *example_blocks(page)[0].values()]
+    text = "\n".join(texts)
     return set(re.findall(r"\w+", text)), text
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_backticked_names_exist_in_the_code(page: Path) -> None:
-    """Every backticked name (``AFALoss``, ``Classifier.features``, ``linear-adv``) occurs in src.
+    """Every backticked name (``AFALoss``, ``Classifier.features``, ``linear-adv``) occurs in
+    the code (or in the page's own example files).
 
     A renamed function, class, option or value then fails here instead of leaving the page
     pointing at nothing.
     """
-    words, text = _source_words()
+    words, text = _source_words(page)
     names = set(re.findall(r"`([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)`", page.read_text()))
     assert len(names) > 20
     missing = sorted(
@@ -266,3 +274,61 @@ def test_stage_two_protocols_are_the_codes() -> None:
     protocols = [backticked(r[0])[0] for r in rows]
     _, tp = resolve_option("classifier.protocol")
     assert sorted(protocols) == sorted(typing.get_args(tp))
+
+
+# ----------------------------------------------------------------------- docs/architecture.md
+
+ARCHITECTURE = DOCS / "architecture.md"
+
+
+def test_layer_table_is_the_layer_tests() -> None:
+    """The layers of docs/architecture.md are those tests/unit/test_layers.py enforces."""
+    spec = importlib.util.spec_from_file_location("_layers", ROOT / "tests/unit/test_layers.py")
+    assert spec is not None and spec.loader is not None
+    layers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layers)
+    documented = {}
+    for line in section(ARCHITECTURE, "Layers").splitlines():
+        if m := re.match(r"\|\s*L(\d+)\s*\|([^|]*)\|", line):
+            for package in backticked(m.group(2)):
+                documented[package] = int(m.group(1))
+    assert documented == layers.LAYERS
+
+
+def example_blocks(page: Path) -> tuple[dict[str, str], list[str]]:
+    """The page's ```python file=NAME blocks (by name) and its ```python run blocks."""
+    files, runs = {}, []
+    for info, body in re.findall(r"```python ([^\n]+)\n(.*?)```", page.read_text(), re.S):
+        if info.startswith("file="):
+            files[info.removeprefix("file=")] = body
+        elif info == "run":
+            runs.append(body)
+    return files, runs
+
+
+def test_worked_examples_run(tmp_path: Path) -> None:
+    """Every worked example of docs/architecture.md runs against the current code.
+
+    In a fresh interpreter, so the example's registrations stay out of this test session's
+    registries.
+    """
+    files, runs = example_blocks(ARCHITECTURE)
+    assert set(files) == {"fgsm_at.py", "mlp.py", "stripes.py", "fgsm.py"} and len(runs) == 4
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    script = "\n\n".join(
+        f"def example_{i}():\n" + textwrap.indent(body, "    ") + f"\n\nexample_{i}()"
+        for i, body in enumerate(runs)
+    )
+    (tmp_path / "examples.py").write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "examples.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "FGSM (CE)" in proc.stdout
