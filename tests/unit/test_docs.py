@@ -307,7 +307,8 @@ def example_blocks(page: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def test_worked_examples_run(tmp_path: Path) -> None:
-    """Every worked example of docs/architecture.md runs against the current code.
+    """Every worked example of docs/architecture.md runs against the current code, and the
+    example method keeps the method contract.
 
     In a fresh interpreter, so the example's registrations stay out of this test session's
     registries.
@@ -319,6 +320,13 @@ def test_worked_examples_run(tmp_path: Path) -> None:
     script = "\n\n".join(
         f"def example_{i}():\n" + textwrap.indent(body, "    ") + f"\n\nexample_{i}()"
         for i, body in enumerate(runs)
+    )
+    # The documented method keeps the contract every registered method is tested against.
+    script += (
+        f"\n\nimport sys\nsys.path.insert(0, {str(ROOT / 'tests' / 'unit')!r})\n"
+        "from test_method_contract import check_resume_contract, check_step_contract\n"
+        "from fgsm_at import FGSMAT\n"
+        "check_step_contract(FGSMAT)\ncheck_resume_contract(FGSMAT)\n"
     )
     (tmp_path / "examples.py").write_text(script)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
