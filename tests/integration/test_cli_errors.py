@@ -252,6 +252,13 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("analyze-k-zero", ["analyze", "{run}", "--k", "0"], 2, "--k"),
     ("analyze-n-test-negative", ["analyze", "{run}", "--n-test", "-3"], 2, "--n-test"),
     ("analyze-n-train-zero", ["analyze", "{run}", "--n-train", "0"], 2, "--n-train"),
+    # 3 training images cannot hold all 10 classes: their centroids are undefined
+    (
+        "analyze-n-train-too-few",
+        ["analyze", "{run}", "--n-train", "3", "--no-figures"],
+        2,
+        "n_train",
+    ),
     ("analyze-device-cuda-index", ["analyze", "{run}", "--device", "cuda:99"], 2, "--device"),
     # --- afa compare
     ("compare-nothing", ["compare"], 2, "runs"),

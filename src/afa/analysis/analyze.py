@@ -34,6 +34,7 @@ from afa.analysis.lipschitz import local_lipschitz, summarize_lipschitz
 from afa.analysis.separation import input_separation
 from afa.attacks import ThreatModel, cross_entropy, perturb, pgd_label
 from afa.data import to_float
+from afa.errors import ConfigError
 from afa.models.base import Classifier
 
 __all__ = ["FIGURES", "analyze", "write_analysis"]
@@ -143,6 +144,12 @@ def analyze(
     tr = _subset(len(train_y), n_train, gen)
     te = _subset(len(test_y), n_test, gen)
     train_x, train_y = train_x[tr], train_y[tr]
+    missing = sorted(set(range(num_classes)) - set(train_y.tolist()))
+    if missing:
+        raise ConfigError(
+            f"n_train={n_train}: the training subset has no example of classes {missing}, so "
+            "their centroids are undefined; use a larger n_train (--n-train) or all of it"
+        )
     test_x, test_y = test_x[te], test_y[te]
     attack_gen = torch.Generator().manual_seed(seed + 1)
 
