@@ -179,6 +179,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("model-name", _train_row("digits-pgd-at", "model.name=resnet81"), 2, "resnet81"),
     ("method-name", _train_row("digits-pgd-at", "method.name=nosuch"), 2, "nosuch"),
     ("method-option", _train_row("digits-pgd-at", "method.beta=6"), 2, "method.beta"),
+    ("trades-beta-negative", _train_row("digits-trades", "method.beta=-1"), 2, "method.beta"),
     (
         "classifier-protocol",
         _train_row("digits-afa", "classifier.protocol=probe"),

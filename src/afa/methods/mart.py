@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from afa.attacks import cross_entropy, perturb
 from afa.losses.mart import mart_loss
-from afa.methods.base import Batch, Method, StepOutput, clean_adv_metrics
+from afa.methods.base import (
+    Batch,
+    Method,
+    StepOutput,
+    check_non_negative,
+    clean_adv_metrics,
+)
 from afa.methods.registry import register_method
 
 
@@ -21,6 +27,9 @@ class MART(Method):
     @dataclass(frozen=True)
     class Config:
         beta: float = 6.0
+
+        def __post_init__(self) -> None:
+            check_non_negative(self, "beta")
 
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()

@@ -11,7 +11,13 @@ from torch import Tensor
 from afa.attacks import attack_mode, perturb, trades_kl
 from afa.attacks.threat import ThreatModel
 from afa.losses.trades import trades_loss
-from afa.methods.base import Batch, Method, StepOutput, clean_adv_metrics
+from afa.methods.base import (
+    Batch,
+    Method,
+    StepOutput,
+    check_non_negative,
+    clean_adv_metrics,
+)
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
 
@@ -26,6 +32,9 @@ class TRADES(Method):
     @dataclass(frozen=True)
     class Config:
         beta: float = 6.0
+
+        def __post_init__(self) -> None:
+            check_non_negative(self, "beta")
 
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()
