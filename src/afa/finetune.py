@@ -206,6 +206,13 @@ def finetune(
             skipped.append(p)
             continue
         splits = splits or load_splits(pcfg.data)
+        batch = pcfg.classifier.batch_size if pcfg.classifier else None
+        if batch is not None and batch > len(splits.train):
+            # The loop drops a short last batch: a batch above the training set trains nothing.
+            raise ConfigError(
+                f"classifier.batch_size: {batch} (the {p} default) exceeds the "
+                f"{len(splits.train)} training examples; set classifier.batch_size=N after RUN"
+            )
         resume = RunDir(pcfg.run_dir).last.is_file()
         log.info("finetune: %s -> %s%s", p, pcfg.run_dir, " (resuming)" if resume else "")
         state = train_run(pcfg, resume=resume, splits=splits)

@@ -127,3 +127,12 @@ def test_unknown_protocol_is_refused_before_training(tmp_path, capsys):
     assert main(["finetune", str(tmp_path), "--protocols", "slf,sfl"]) == 2
     err = capsys.readouterr().err
     assert "--protocols: unknown protocol 'sfl'" in err
+
+
+def test_a_protocol_batch_above_the_training_set_is_one_line(finetuned, capsys):
+    cfg, _ = finetuned
+    argv = ["finetune", str(cfg.run_dir), "data.train_size=100", "--protocols", "slf"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "classifier.batch_size: 512 (the slf default) exceeds the 100 training examples" in err
