@@ -13,7 +13,7 @@ from afa.runs import load_checkpoint, parse_run_config, write_config
 from afa.training.plan import train_run
 
 
-def _pretrained(out: str):
+def _pretrained(out: str, protocol: str = "slf"):
     cfg = parse_run_config(
         {
             "data": {"name": "digits", "val_size": 60},
@@ -22,7 +22,7 @@ def _pretrained(out: str):
             "threat": {"eps": 0.1, "step_size": 0.05, "steps": 2},
             "method": {"name": "afa", "head": "linear", "head_dim": 8},
             "train": {"epochs": 1, "batch_size": 128, "val_examples": 60, "log_every": 100},
-            "classifier": {"protocol": "slf", "epochs": 1},
+            "classifier": {"protocol": protocol, "epochs": 1},
             "eval": {"attacks": ["pgd", "cw"], "pgd_steps": 2, "cw_steps": 2},
             "out_dir": out,
             "name": "pre",
@@ -136,3 +136,19 @@ def test_a_protocol_batch_above_the_training_set_is_one_line(finetuned, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "classifier.batch_size: 512 (the slf default) exceeds the 100 training examples" in err
+
+
+def test_runs_without_their_pretrained_encoder_are_refused(finetuned, tmp_path, capsys):
+    cfg, argv = finetuned
+    if not (cfg.run_dir.parent / "pre-slf").exists():
+        assert main(argv) == 0
+    capsys.readouterr()
+    # a classifier-only run: its encoder is another run's
+    assert main(["finetune", str(cfg.run_dir.parent / "pre-slf"), "--protocols", "alf"]) == 2
+    assert "a classifier-only run (classifier.encoder:" in capsys.readouterr().err
+    # a run whose own stage 2 was AFF fine-tuned its encoder away
+    aff = _pretrained(str(tmp_path), protocol="aff")
+    assert main(["finetune", str(aff.run_dir), "--protocols", "slf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fine-tuned the encoder" in err
+    assert not (tmp_path / "pre-slf").exists()
