@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from afa.data import DataConfig, load_splits
 from afa.data import folder as folder_mod
+from afa.data.arrays import class_interleaved
 from afa.errors import ConfigError, DataError
 
 CLASSES = ("zebra", "ant", "cat")  # written unsorted: the labels follow the sorted names
@@ -51,10 +54,14 @@ def test_folder_layout_labels_pixels_and_memory_map(tmp_path):
     splits = load_splits(_cfg(tmp_path / "ds", tmp_path))
     assert splits.info.class_names == ("ant", "cat", "zebra")
     assert splits.info.image_shape == (3, 8, 6) and splits.info.augment == "crop-flip"
-    for part, (x, y) in (("train", written["train"]), ("test", written["test"])):
+    # the test split comes with its classes taking turns (class_interleaved), train as listed
+    x, y = written["test"]
+    order = class_interleaved(y, folder_mod.CARVED_TEST_SEED)
+    for part, (x, y) in (("train", written["train"]), ("test", (x[order], y[order]))):
         data = getattr(splits, part)
         np.testing.assert_array_equal(data.images, x)
         np.testing.assert_array_equal(data.labels, y)
+    assert sorted(splits.test.labels[:3]) == [0, 1, 2]  # the first 3 hold every class
     assert isinstance(splits.train.images, np.memmap)
     mean = written["train"][0].astype(np.float64).mean(axis=(0, 2, 3)) / 255
     np.testing.assert_allclose(splits.info.mean, mean, rtol=1e-9)
@@ -95,7 +102,13 @@ def test_archives_read_in_place_give_the_same_arrays(tmp_path, kind):
         assert len(splits.train) + len(splits.test) == 15
     else:
         np.testing.assert_array_equal(splits.train.images, written["train"][0])
-        np.testing.assert_array_equal(splits.test.labels, written["test"][1])
+        y = written["test"][1]
+        np.testing.assert_array_equal(splits.test.labels, y[_turns(y)])
+
+
+def _turns(labels: np.ndarray) -> np.ndarray:
+    """The order the test split comes in: classes taking turns."""
+    return class_interleaved(labels, folder_mod.CARVED_TEST_SEED)
 
 
 class _nothing:
@@ -197,7 +210,8 @@ def test_val_folder_is_the_test_set(tmp_path):
     root = tmp_path / "ds"
     written = _write_layout(root, counts={"train": 3, "val": 2})
     splits = load_splits(_cfg(root, tmp_path))
-    np.testing.assert_array_equal(splits.test.images, written["val"][0])
+    x, y = written["val"]
+    np.testing.assert_array_equal(splits.test.images, x[_turns(y)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,3 +297,24 @@ def test_a_folder_marked_read_only_is_refused_even_for_root(tmp_path):
         assert not (tmp_path / "shared" / "ds.afa-cache").exists()
     finally:
         (tmp_path / "shared").chmod(0o755)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+)
+def test_class_interleaved_prefixes_are_balanced(counts, seed):
+    """Every prefix holds each class in proportion, to within half an example plus the
+    rounding the other classes force; the order is a permutation fixed by the seed."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    labels = labels[np.random.default_rng(seed).permutation(len(labels))]
+    order = class_interleaved(labels, seed)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    assert np.array_equal(order, class_interleaved(labels, seed))
+    n, c = len(labels), len(counts)
+    seen = np.zeros(c)
+    for k, i in enumerate(order, start=1):
+        seen[labels[i]] += 1
+        share = np.array(counts) / n
+        assert np.all(np.abs(seen - k * share) <= 0.5 + 0.5 * c * share + 1e-9), (k, seen)

@@ -31,7 +31,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from afa._io import atomic_open
-from afa.data.arrays import channel_stats, holdout_count, stratified_split, subset
+from afa.data.arrays import (
+    channel_stats,
+    class_interleaved,
+    holdout_count,
+    stratified_split,
+    subset,
+)
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
 from afa.data.npz import CARVED_TEST_FRACTION, CARVED_TEST_SEED, read_npz_array
 from afa.data.registry import DATASETS
@@ -481,6 +487,9 @@ def load_imagefolder(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
             log.warning(message)
         keep, held = stratified_split(train.labels, n_test, CARVED_TEST_SEED)
         train, test = subset(train, keep), subset(train, held)
+    # The tree lists images class by class; "the first N test examples" of `afa eval --n`
+    # must not be one or two classes.
+    test = subset(test, class_interleaved(test.labels, CARVED_TEST_SEED))
 
     mean, std = channel_stats(train.images)
     channels = int(train.images.shape[1])

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from afa._registry import Registry
-from afa.data.arrays import holdout_count, stratified_split, subset
+from afa.data.arrays import class_interleaved, holdout_count, stratified_split, subset
 from afa.data.base import DataConfig, DatasetInfo, ImageSet, Splits
 from afa.errors import ConfigError
 
@@ -50,6 +50,9 @@ def load_splits(cfg: DataConfig) -> Splits:
         )
     else:
         keep, held = stratified_split(train.labels, count, cfg.split_seed)
+        # Classes take turns, so a capped validation (the first train.val_examples) is
+        # balanced even when the source lists its images class by class.
+        held = held[class_interleaved(train.labels[held], cfg.split_seed)]
         train, val = subset(train, keep), subset(train, held)
     if cfg.train_size is not None:
         train = _train_subset(train, cfg.train_size, cfg.split_seed)
