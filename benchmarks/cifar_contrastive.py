@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import numpy as np
 import torch
 
 BENCH = Path(__file__).resolve().parent
@@ -88,7 +87,7 @@ from ablation import (  # noqa: E402
 
 from afa._io import atomic_write_text, read_jsonl, write_json  # noqa: E402
 from afa.config import to_dict  # noqa: E402
-from afa.data import Splits, load_splits  # noqa: E402
+from afa.data import load_splits  # noqa: E402
 from afa.evaluation.runs import evaluate_run  # noqa: E402
 from afa.runs import (  # noqa: E402
     ClassifierConfig,
@@ -472,34 +471,6 @@ def fork(run: Run, donor: Path) -> None:
     log.info("%s: pre-training (%d epochs) taken from %s", run.label, kept, donor)
 
 
-def round_robin(labels: np.ndarray) -> np.ndarray:
-    """Indices that order examples class by class in turn (each class in its own order).
-
-    The test split carved out of an ImageFolder is in class order, so its first n images
-    would hold the first classes only; in this order any first n hold each class's share
-    (within one image).
-
-    Shape:
-        labels: (N,); returns (N,), a permutation.
-    """
-    labels = np.asarray(labels)
-    rank = np.empty(labels.shape[0], np.int64)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        rank[members] = np.arange(members.shape[0])
-    return np.lexsort((labels, rank))
-
-
-def interleaved(cfg: RunConfig) -> Splits:
-    """The run's splits with the test split in :func:`round_robin` order."""
-    splits = load_splits(cfg.data)
-    order = round_robin(splits.test.labels)
-    test = dataclasses.replace(
-        splits.test, images=splits.test.images[order], labels=splits.test.labels[order]
-    )
-    return dataclasses.replace(splits, test=test)
-
-
 def eval_file(final: bool) -> str:
     return "eval-autoattack.json" if final else "eval.json"
 
@@ -553,7 +524,6 @@ def run_one(
             attacks=list(attacks),
             device=run.cfg.device,
             sanity=sanity,
-            splits=interleaved(run.cfg),
             out=out,
         )
     else:

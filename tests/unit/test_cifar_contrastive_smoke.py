@@ -206,16 +206,3 @@ def test_an_interrupted_run_resumes_from_last_pt(
     (row,) = json.loads((tmp_path / "ingredients.json").read_text())["runs"]
     assert row["steps"] == 4 and load_checkpoint(run / "last.pt")["global_epoch"] == 2
     assert [r["epoch"] for r in cc.read_jsonl(run / "metrics.jsonl")] == [1, 2]
-
-
-def test_round_robin_gives_every_prefix_each_class_share() -> None:
-    """The carved test split is in class order; evaluation's first n must hold every class."""
-    cc = load()
-    labels = np.repeat(np.arange(10), [500, 500, 500, 500, 500, 500, 500, 500, 500, 503])
-    order = cc.round_robin(labels)
-    assert sorted(order.tolist()) == list(range(labels.shape[0]))
-    for n in (10, 1000, 4990):
-        assert np.bincount(labels[order[:n]], minlength=10).tolist() == [n // 10] * 10
-    # within a class the original order is kept
-    nines = order[labels[order] == 9]
-    assert (np.diff(nines) > 0).all()
