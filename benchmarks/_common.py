@@ -42,17 +42,18 @@ MiB = 2**20
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:i]"``.
+    """The library's resolver (``afa.runs.resolve_device``); a bad name ends the benchmark.
 
     Raises:
-        SystemExit: ``cuda`` asked for on a machine without CUDA.
+        SystemExit: an unknown device, or ``cuda`` asked for on a machine without CUDA.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
-    return device
+    from afa.errors import UserError
+    from afa.runs import resolve_device as library_resolve_device
+
+    try:
+        return library_resolve_device(name)
+    except UserError as exc:
+        raise SystemExit(f"--device {name}: {exc}") from None
 
 
 def synchronize(device: torch.device) -> None:
