@@ -311,3 +311,46 @@ def test_requests_that_cannot_run_are_refused_before_any_work():
         check_shift_request(cifar, corruptions="/data/CIFAR-10-C", corruption_names=["snaw"])
     check_shift_request(cifar, corruptions="/data/CIFAR-10-C", corruption_names=["frost"])
     check_shift_request(grey)  # nothing asked: nothing to refuse
+
+
+# --------------------------------------------------------------------------- the CLI end to end
+
+
+def test_cli_eval_records_and_compare_shows_generated_corruptions_on_a_tiny_digits_run(
+    tmp_path, capsys
+):
+    import json
+
+    from afa.cli.main import main
+
+    args = ["train.epochs=1", "eval.n_examples=24", "eval.attacks=[pgd]"]
+    args += ["model.options={width: 4}", f"out_dir={tmp_path}", "name=run"]
+    assert main(["train", "digits-standard", *args]) == 0
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--corruptions", "--severities", "1,5", "--no-sanity"]) == 0
+    printed = capsys.readouterr().out
+    assert "gaussian_noise" in printed and "mean (CA)" in printed
+    record = json.loads((run / "eval.json").read_text())
+    corr = record["shift"]["corruptions"]
+    assert corr["source"] == "generated" and corr["n_examples"] == 24
+    assert corr["severities"] == [1, 5] and len(corr["per_corruption"]) == 14
+    assert set(corr["not_run"]) == {"frost"}
+    counts = [c for row in corr["per_corruption"].values() for c in row["n_correct"]]
+    assert corr["mean_acc"] == pytest.approx(sum(counts) / (24 * len(counts)))
+    assert "robust_acc" in record  # the adversarial evaluation is still there
+
+    assert main(["compare", str(run), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Corruptions CA (%)" in md and "## Common corruptions" in md
+    assert f"| {100 * corr['mean_acc']:.2f} |" in md
+
+    # official files need a CIFAR run; a bad severity is one line and status 2
+    assert main(["eval", str(run), "--corruptions", str(tmp_path)]) == 2
+    assert "official corrupted files exist for cifar10" in capsys.readouterr().err
+    assert main(["eval", str(run), "--corruptions", "--severities", "0"]) == 2
+    assert "1..5" in capsys.readouterr().err
+    assert main(["eval", str(run), "--corruptions", "--corruption-names", "frost"]) == 2
+    assert "frost photographs" in capsys.readouterr().err
+    assert main(["eval", "robustbench:Standard", "--corruptions"]) == 2
+    assert "not available for robustbench" in capsys.readouterr().err

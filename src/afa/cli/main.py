@@ -6,6 +6,7 @@ User errors (bad config, missing file, bad checkpoint) print one line and exit w
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -31,6 +32,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of 1..5, got {text!r}") from None
+    if not values or any(v not in range(1, 6) for v in values):
+        raise argparse.ArgumentTypeError(f"expected a comma list of 1..5, got {text!r}")
+    return values
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +111,32 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks")
+    e.add_argument(
+        "--shift",
+        default=None,
+        help="comma list of natural-shift test sets: cifar10.1, cifar10.1-v4 (CIFAR-10 runs)",
+    )
+    e.add_argument(
+        "--shift-root", default=None, help="folder of the CIFAR-10.1 files (default: data.root)"
+    )
+    e.add_argument(
+        "--corruptions",
+        nargs="?",
+        const="generate",
+        default=None,
+        metavar="DIR",
+        help="corruption accuracy per corruption and severity and its mean (CA): the official "
+        "CIFAR-10-C / CIFAR-100-C files in DIR, or generated from the test set without DIR "
+        "(put it after the run path)",
+    )
+    e.add_argument(
+        "--corruption-names",
+        default=None,
+        help="comma list of corruptions (default: the benchmark's 15, those available)",
+    )
+    e.add_argument(
+        "--severities", type=_severities, default=None, help="comma list of 1..5 (default: all)"
+    )
     e.add_argument(
         "--data-root", default="data", help="robustbench: models: the directory holding CIFAR-10"
     )
@@ -274,6 +311,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.path.startswith("robustbench:"):
             from afa.evaluation.published import evaluate_published
 
+            if args.shift or args.corruptions is not None:
+                raise UserError(
+                    "--shift / --corruptions: not available for robustbench: models yet; "
+                    "evaluate a run directory"
+                )
             result, out = evaluate_published(
                 args.path,
                 out_dir=args.out,
@@ -290,6 +332,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(format_table([(out.parent.name, result)]))
             print(f"eval.json: {out}")
             return 0
+        from afa.evaluation.shift import SEVERITIES, ShiftRequest, format_shift_summary
+
+        shift = ShiftRequest(
+            shift=tuple(args.shift.split(",")) if args.shift else (),
+            shift_root=args.shift_root,
+            corruptions=args.corruptions,
+            corruption_names=tuple(args.corruption_names.split(","))
+            if args.corruption_names
+            else None,
+            severities=args.severities or SEVERITIES,
+        )
         result, out = evaluate_run(
             Path(args.path),
             which=args.which,
@@ -302,8 +355,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             device=args.device,
             seed=args.seed,
             sanity=not args.no_sanity,
+            shift=shift,
         )
         print(format_table([(out.parent.name, result)]))
+        if shift:
+            print(format_shift_summary(json.loads(out.read_text())))
         print(f"eval.json: {out}")
         return 0
     if args.command == "analyze":

@@ -16,6 +16,7 @@ from afa.data import Splits, load_splits
 from afa.errors import ConfigError
 from afa.evaluation.record import write_eval_json
 from afa.evaluation.robust import EvalResult, evaluate
+from afa.evaluation.shift import ShiftRequest, check_shift_request, evaluate_shift
 from afa.runs import EvalConfig, adversarial_epochs, load_trained, resolve_device
 
 log = logging.getLogger("afa")
@@ -40,6 +41,7 @@ def evaluate_run(
     sanity: bool = True,
     splits: Splits | None = None,
     out: str | Path | None = None,
+    shift: ShiftRequest | None = None,
 ) -> tuple[EvalResult, Path]:
     """Evaluate the run's checkpoint on its test set; write ``eval.json`` beside it.
 
@@ -50,12 +52,17 @@ def evaluate_run(
     checks. eval.json holds each attack's full settings, the run's own threat model under
     ``training_threat_model`` and the changes under ``threat_overrides``. ``out`` writes
     the record elsewhere than ``eval.json`` (e.g. a second evaluation kept beside the first).
+    ``shift`` adds accuracy under distribution shift (CIFAR-10.1, common corruptions) on the
+    same first test examples, recorded under ``shift`` (:mod:`afa.evaluation.shift`); its
+    files are looked for in the run's ``data.root`` unless it names a folder.
 
     Returns:
         The result and the path of the eval.json written.
     """
     check_overrides(threat_overrides)
     model, cfg, ckpt_path = load_trained(path, which=which, ema=ema)
+    if shift and shift.shift_root is None:
+        shift = dataclasses.replace(shift, shift_root=cfg.data.root)
     return evaluate_and_record(
         model,
         splits or load_splits(cfg.data),
@@ -81,6 +88,7 @@ def evaluate_run(
         device=device,
         seed=seed,
         sanity=sanity,
+        shift=shift,
     )
 
 
@@ -107,6 +115,7 @@ def evaluate_and_record(
     device: str = "auto",
     seed: int | None = None,
     sanity: bool = True,
+    shift: ShiftRequest | None = None,
 ) -> tuple[EvalResult, Path]:
     """Evaluate ``model`` on ``splits.test`` and write the record to ``out``.
 
@@ -116,6 +125,14 @@ def evaluate_and_record(
     ``threat_overrides`` beside ``extra``.
     """
     check_overrides(threat_overrides)
+    if shift:
+        check_shift_request(
+            splits.info,
+            shift=shift.shift,
+            corruptions=shift.corruptions,
+            corruption_names=shift.corruption_names,
+            severities=shift.severities,
+        )
     overrides = dict(threat_overrides or {})
     threat = threat.with_(**overrides)
     if steps is not None:
@@ -123,6 +140,8 @@ def evaluate_and_record(
     if overrides:
         log.warning("eval: settings changed from the model's own: %s", overrides)
     dev = resolve_device(device)
+    n = n_examples if n_examples is not None else e.n_examples
+    seed = e.seed if seed is None else seed
     result = evaluate(
         model.to(dev),
         torch.from_numpy(splits.test.images[:]),
@@ -133,9 +152,25 @@ def evaluate_and_record(
         cw_steps=e.cw_steps if steps is None else steps,
         batch_size=batch_size or e.batch_size,
         device=dev,
-        seed=e.seed if seed is None else seed,
-        n_examples=n_examples if n_examples is not None else e.n_examples,
+        seed=seed,
+        n_examples=n,
         sanity=sanity,
     )
-    write_eval_json(result, out, extra={**extra, "threat_overrides": overrides})
+    extra = {**extra, "threat_overrides": overrides}
+    if shift:
+        extra["shift"] = evaluate_shift(
+            model,
+            splits.test,
+            splits.info,
+            shift=shift.shift,
+            shift_root=shift.shift_root or "data",
+            corruptions=shift.corruptions,
+            corruption_names=shift.corruption_names,
+            severities=shift.severities,
+            n_examples=n,
+            batch_size=batch_size or e.batch_size,
+            device=dev,
+            seed=seed,
+        )
+    write_eval_json(result, out, extra=extra)
     return result, out

@@ -363,6 +363,28 @@ def official_source(
     return source
 
 
+@dataclass(frozen=True)
+class ShiftRequest:
+    """What ``afa eval --shift ... --corruptions ...`` asks for (see :func:`evaluate_shift`).
+
+    Attributes:
+        shift: natural-shift test sets from :data:`SHIFT_SETS`.
+        shift_root: the folder of their files (None: the run's ``data.root``).
+        corruptions: None, :data:`GENERATE`, or the folder of the official corrupted files.
+        corruption_names: which corruptions (None: the benchmark's 15, as available).
+        severities: a subset of 1..5.
+    """
+
+    shift: tuple[str, ...] = ()
+    shift_root: str | None = None
+    corruptions: str | None = None
+    corruption_names: tuple[str, ...] | None = None
+    severities: tuple[int, ...] = SEVERITIES
+
+    def __bool__(self) -> bool:
+        return bool(self.shift) or self.corruptions is not None
+
+
 def check_shift_request(
     info: DatasetInfo,
     *,
@@ -501,3 +523,27 @@ def evaluate_shift(
         )
     out["corruptions"] = result.record()
     return out
+
+
+def format_shift_summary(record: dict[str, Any]) -> str:
+    """The shift part of an eval.json record in words and a table, for ``afa eval`` to print;
+    empty when the record has none."""
+    shift = record.get("shift") or {}
+    lines = []
+    for name, r in shift.items():
+        if name != "corruptions":
+            lines.append(f"{name}: {100 * r['acc']:.2f}% ({r['n_correct']}/{r['n_examples']})")
+    corr = shift.get("corruptions")
+    if corr:
+        lines.append(
+            f"corruptions ({corr['source']}, {corr['n_examples']} images each): "
+            f"CA {100 * corr['mean_acc']:.2f}%"
+            + (
+                f", clean {100 * corr['clean_acc']:.2f}%"
+                if corr.get("clean_acc") is not None
+                else ""
+            )
+        )
+        lines.append(format_corruption_table(corr))
+        lines += [f"not run: {k} ({v})" for k, v in corr.get("not_run", {}).items()]
+    return "\n".join(lines)
