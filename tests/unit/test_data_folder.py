@@ -55,9 +55,10 @@ def test_folder_layout_labels_pixels_and_memory_map(tmp_path):
     assert splits.info.class_names == ("ant", "cat", "zebra")
     assert splits.info.image_shape == (3, 8, 6) and splits.info.augment == "crop-flip"
     # the test split comes with its classes taking turns (class_interleaved), train as listed
-    x, y = written["test"]
-    order = class_interleaved(y, folder_mod.CARVED_TEST_SEED)
-    for part, (x, y) in (("train", written["train"]), ("test", (x[order], y[order]))):
+    test_x, test_y = written["test"]
+    order = class_interleaved(test_y, folder_mod.CARVED_TEST_SEED)
+    expected = {"train": written["train"], "test": (test_x[order], test_y[order])}
+    for part, (x, y) in expected.items():
         data = getattr(splits, part)
         np.testing.assert_array_equal(data.images, x)
         np.testing.assert_array_equal(data.labels, y)
