@@ -65,6 +65,12 @@ def test_eval_analyze_export_a_published_model(tmp_path, monkeypatch, capsys):
         pred = model(to_float(torch.from_numpy(test.images[:8]), "cpu")).argmax(1)
     assert ev["clean_acc"] == (pred == torch.from_numpy(test.labels[:8])).float().mean().item()
 
+    # corruption accuracy of a published model, generated on the fly (no CIFAR-10-C files)
+    shifted = ["--corruptions", "--corruption-names", "brightness,contrast", "--severities", "1"]
+    assert main(["eval", spec, *shifted, "--n", "8", "--attacks", "pgd", *common]) == 0
+    cells = json.loads((out / "eval.json").read_text())["shift"]["corruptions"]
+    assert set(cells["per_corruption"]) == {"brightness", "contrast"} and cells["n_examples"] == 8
+
     assert main(["analyze", spec, "--n-test", "8", "--no-figures", *common]) == 0
     analysis = json.loads((out / "analysis.json").read_text())
     assert analysis["robustbench"] == name

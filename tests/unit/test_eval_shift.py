@@ -352,5 +352,3 @@ def test_cli_eval_records_and_compare_shows_generated_corruptions_on_a_tiny_digi
     assert "1..5" in capsys.readouterr().err
     assert main(["eval", str(run), "--corruptions", "--corruption-names", "frost"]) == 2
     assert "frost photographs" in capsys.readouterr().err
-    assert main(["eval", "robustbench:Standard", "--corruptions"]) == 2
-    assert "not available for robustbench" in capsys.readouterr().err

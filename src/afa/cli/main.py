@@ -308,14 +308,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides["step_size"] = parse_number(args.step_size, "--step-size")
         if args.restarts is not None:
             overrides["restarts"] = args.restarts
+        from afa.evaluation.shift import SEVERITIES, ShiftRequest, format_shift_summary
+
+        shift = ShiftRequest(
+            shift=tuple(args.shift.split(",")) if args.shift else (),
+            shift_root=args.shift_root,
+            corruptions=args.corruptions,
+            corruption_names=tuple(args.corruption_names.split(","))
+            if args.corruption_names
+            else None,
+            severities=args.severities or SEVERITIES,
+        )
         if args.path.startswith("robustbench:"):
             from afa.evaluation.published import evaluate_published
 
-            if args.shift or args.corruptions is not None:
-                raise UserError(
-                    "--shift / --corruptions: not available for robustbench: models yet; "
-                    "evaluate a run directory"
-                )
             result, out = evaluate_published(
                 args.path,
                 out_dir=args.out,
@@ -328,35 +334,23 @@ def _dispatch(args: argparse.Namespace) -> int:
                 device=args.device,
                 seed=args.seed,
                 sanity=not args.no_sanity,
+                shift=shift,
             )
-            print(format_table([(out.parent.name, result)]))
-            print(f"eval.json: {out}")
-            return 0
-        from afa.evaluation.shift import SEVERITIES, ShiftRequest, format_shift_summary
-
-        shift = ShiftRequest(
-            shift=tuple(args.shift.split(",")) if args.shift else (),
-            shift_root=args.shift_root,
-            corruptions=args.corruptions,
-            corruption_names=tuple(args.corruption_names.split(","))
-            if args.corruption_names
-            else None,
-            severities=args.severities or SEVERITIES,
-        )
-        result, out = evaluate_run(
-            Path(args.path),
-            which=args.which,
-            ema={"auto": None, "yes": True, "no": False}[args.ema],
-            n_examples=args.n,
-            batch_size=args.batch_size,
-            attacks=args.attacks.split(",") if args.attacks is not None else None,
-            threat_overrides=overrides,
-            steps=args.steps,
-            device=args.device,
-            seed=args.seed,
-            sanity=not args.no_sanity,
-            shift=shift,
-        )
+        else:
+            result, out = evaluate_run(
+                Path(args.path),
+                which=args.which,
+                ema={"auto": None, "yes": True, "no": False}[args.ema],
+                n_examples=args.n,
+                batch_size=args.batch_size,
+                attacks=args.attacks.split(",") if args.attacks is not None else None,
+                threat_overrides=overrides,
+                steps=args.steps,
+                device=args.device,
+                seed=args.seed,
+                sanity=not args.no_sanity,
+                shift=shift,
+            )
         print(format_table([(out.parent.name, result)]))
         if shift:
             print(format_shift_summary(json.loads(out.read_text())))

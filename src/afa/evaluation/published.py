@@ -8,6 +8,7 @@ test set read through the usual data config (``data.name: cifar10`` under ``data
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from afa.attacks import ThreatModel
 from afa.data import DataConfig, Splits, load_splits
 from afa.evaluation.robust import EvalResult
 from afa.evaluation.runs import check_overrides, evaluate_and_record
+from afa.evaluation.shift import ShiftRequest
 from afa.models.robustbench import PublishedModel, load_published
 from afa.runs import EvalConfig
 
@@ -44,6 +46,7 @@ def evaluate_published(
     seed: int | None = None,
     sanity: bool = True,
     splits: Splits | None = None,
+    shift: ShiftRequest | None = None,
 ) -> tuple[EvalResult, Path]:
     """Evaluate ``robustbench:NAME[@CHECKPOINT]`` on its test set; write ``eval.json``.
 
@@ -65,6 +68,8 @@ def evaluate_published(
             :func:`afa.models.robustbench.load_robustbench`.
     """
     check_overrides(threat_overrides)
+    if shift and shift.shift_root is None:
+        shift = dataclasses.replace(shift, shift_root=str(data_root))
     model, entry, ckpt = load_published(spec, model_dir=model_dir)
     out = Path(out_dir if out_dir is not None else Path("runs") / entry.name) / "eval.json"
     return evaluate_and_record(
@@ -93,4 +98,5 @@ def evaluate_published(
         device=device,
         seed=seed,
         sanity=sanity,
+        shift=shift,
     )
