@@ -319,38 +319,26 @@ def _dispatch(args: argparse.Namespace) -> int:
             else None,
             severities=args.severities or SEVERITIES,
         )
+        settings = {
+            "n_examples": args.n,
+            "batch_size": args.batch_size,
+            "attacks": args.attacks.split(",") if args.attacks is not None else None,
+            "threat_overrides": overrides,
+            "steps": args.steps,
+            "device": args.device,
+            "seed": args.seed,
+            "sanity": not args.no_sanity,
+            "shift": shift,
+        }
         if args.path.startswith("robustbench:"):
             from afa.evaluation.published import evaluate_published
 
             result, out = evaluate_published(
-                args.path,
-                out_dir=args.out,
-                data_root=args.data_root,
-                n_examples=args.n,
-                batch_size=args.batch_size,
-                attacks=args.attacks.split(",") if args.attacks is not None else None,
-                threat_overrides=overrides,
-                steps=args.steps,
-                device=args.device,
-                seed=args.seed,
-                sanity=not args.no_sanity,
-                shift=shift,
+                args.path, out_dir=args.out, data_root=args.data_root, **settings
             )
         else:
-            result, out = evaluate_run(
-                Path(args.path),
-                which=args.which,
-                ema={"auto": None, "yes": True, "no": False}[args.ema],
-                n_examples=args.n,
-                batch_size=args.batch_size,
-                attacks=args.attacks.split(",") if args.attacks is not None else None,
-                threat_overrides=overrides,
-                steps=args.steps,
-                device=args.device,
-                seed=args.seed,
-                sanity=not args.no_sanity,
-                shift=shift,
-            )
+            ema = {"auto": None, "yes": True, "no": False}[args.ema]
+            result, out = evaluate_run(Path(args.path), which=args.which, ema=ema, **settings)
         print(format_table([(out.parent.name, result)]))
         if shift:
             print(format_shift_summary(json.loads(out.read_text())))
