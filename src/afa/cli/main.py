@@ -348,29 +348,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         from afa.analysis.runs import analyze_run
 
         check_device(args.device, "--device")
+        settings = {
+            "k": args.k,
+            "n_test": args.n_test,
+            "n_train": args.n_train,
+            "device": args.device,
+            "figures": not args.no_figures,
+        }
         if args.path.startswith("robustbench:"):
             from afa.analysis.published import analyze_published
 
-            analyze_published(
-                args.path,
-                out_dir=args.out,
-                data_root=args.data_root,
-                k=args.k,
-                n_test=args.n_test,
-                n_train=args.n_train,
-                device=args.device,
-                figures=not args.no_figures,
-            )
-            return 0
-        analyze_run(
-            Path(args.path),
-            which=args.which,
-            k=args.k,
-            n_test=args.n_test,
-            n_train=args.n_train,
-            device=args.device,
-            figures=not args.no_figures,
-        )
+            analyze_published(args.path, out_dir=args.out, data_root=args.data_root, **settings)
+        else:
+            analyze_run(Path(args.path), which=args.which, **settings)
         return 0
     if args.command == "compare":
         from afa.report import compare
