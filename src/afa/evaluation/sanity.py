@@ -146,7 +146,8 @@ def sanity_checks(
     )
 
     labels_run = result.columns[1:]
-    pgd_k = _first(labels_run, lambda a: result.attacks[a].get("objective") == "cross_entropy")
+    # the registered PGD (CE), not any attack on the cross-entropy (an FGSM would be one)
+    pgd_k = _first(labels_run, lambda a: result.attacks[a].get("name") == "pgd")
     aa_k = _first(labels_run, lambda a: "version" in result.attacks[a])
     accs = [int(clean.sum()) / len(sub)]
     pgd_ok = standalone(pgd_k) if pgd_k is not None else None
