@@ -35,11 +35,10 @@ from afa.data.arrays import (
     channel_stats,
     class_interleaved,
     holdout_count,
-    stratified_split,
     subset,
 )
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
-from afa.data.npz import CARVED_TEST_FRACTION, CARVED_TEST_SEED, read_npz_array
+from afa.data.npz import CARVED_TEST_FRACTION, CARVED_TEST_SEED, carve_test, read_npz_array
 from afa.data.registry import DATASETS
 from afa.errors import ConfigError, DataError
 
@@ -485,11 +484,11 @@ def load_imagefolder(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
             )
             warnings.warn(message, stacklevel=2)
             log.warning(message)
-        keep, held = stratified_split(train.labels, n_test, CARVED_TEST_SEED)
-        train, test = subset(train, keep), subset(train, held)
-    # The tree lists images class by class; "the first N test examples" of `afa eval --n`
-    # must not be one or two classes.
-    test = subset(test, class_interleaved(test.labels, CARVED_TEST_SEED))
+        train, test = carve_test(train, n_test)
+    if "test" in splits:
+        # The tree lists images class by class; "the first N test examples" of
+        # `afa eval --n` must not be one or two classes.
+        test = subset(test, class_interleaved(test.labels, CARVED_TEST_SEED))
 
     mean, std = channel_stats(train.images)
     channels = int(train.images.shape[1])

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from afa.data.arrays import channel_stats, check_labels, stratified_split, subset
+from afa.data.arrays import (
+    channel_stats,
+    check_labels,
+    class_interleaved,
+    stratified_split,
+    subset,
+)
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
 from afa.data.registry import DATASETS
 from afa.errors import ConfigError, DataError
@@ -29,6 +35,15 @@ _LOCAL_SIGNATURE = b"PK\x03\x04"
 # The test split carved out of an npz file that has no test arrays: fixed for every run.
 CARVED_TEST_FRACTION = 0.1
 CARVED_TEST_SEED = 20240101
+
+
+def carve_test(train: ImageSet, n_test: int) -> tuple[ImageSet, ImageSet]:
+    """Hold a fixed stratified ``n_test`` out of ``train`` as the test set (for data that
+    ship without one), its classes taking turns so that any first N examples see every
+    class (:func:`~afa.data.arrays.class_interleaved`)."""
+    keep, held = stratified_split(train.labels, n_test, CARVED_TEST_SEED)
+    held = held[class_interleaved(train.labels[held], CARVED_TEST_SEED)]
+    return subset(train, keep), subset(train, held)
 
 
 def npz_keys(path: str | Path) -> list[str]:
@@ -208,8 +223,7 @@ def load_npz(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
         )
         warnings.warn(message, stacklevel=2)
         log.warning(message)
-        keep, held = stratified_split(train.labels, n_test, CARVED_TEST_SEED)
-        train, test = subset(train, keep), subset(train, held)
+        train, test = carve_test(train, n_test)
 
     mean, std = channel_stats(train.images)
     channels = int(train.images.shape[1])
