@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,27 +165,37 @@ def _run(job: _Job) -> Path:
     torch.set_num_threads(job.threads)
     if not job.bars:
         os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch; this is a worker process
-    _prefix_log_lines(job.name)
-    cfg = load_run_config(job.recipe, list(job.overrides))
-    splits = load_splits(cfg.data)
-    log.info(
-        "quickstart: %s (%d epochs of adversarial training)", job.name, adversarial_epochs(cfg)
-    )
-    train_run(cfg, splits=splits)
-    evaluate_run(cfg.run_dir, device=job.device, seed=job.seed, splits=splits)
-    analyze_run(cfg.run_dir, device=job.device, splits=splits, n_test=job.eval_examples)
-    log.info("quickstart: %s done", job.name)
+    with _log_prefix(job.name):
+        cfg = load_run_config(job.recipe, list(job.overrides))
+        splits = load_splits(cfg.data)
+        log.info(
+            "quickstart: %s (%d epochs of adversarial training)",
+            job.name,
+            adversarial_epochs(cfg),
+        )
+        train_run(cfg, splits=splits)
+        evaluate_run(cfg.run_dir, device=job.device, seed=job.seed, splits=splits)
+        analyze_run(cfg.run_dir, device=job.device, splits=splits, n_test=job.eval_examples)
+        log.info("quickstart: %s done", job.name)
     return cfg.run_dir
 
 
-def _prefix_log_lines(name: str) -> None:
-    """Start each log line with the method's name (two workers' lines interleave), and
-    configure logging in a spawned worker, which starts with none."""
+@contextmanager
+def _log_prefix(name: str) -> Iterator[None]:
+    """Start each log line with the method's name (two workers' lines interleave); the
+    handlers' formatters are restored on exit. A spawned worker starts with no logging
+    configuration, so one is made for it."""
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
         )
-    fmt = f"%(asctime)s [{name}] %(message)s"
-    for handler in root.handlers:
-        handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+    before = [(h, h.formatter) for h in root.handlers]
+    fmt = logging.Formatter(f"%(asctime)s [{name}] %(message)s", datefmt="%H:%M:%S")
+    for handler, _ in before:
+        handler.setFormatter(fmt)
+    try:
+        yield
+    finally:
+        for handler, formatter in before:
+            handler.setFormatter(formatter)
