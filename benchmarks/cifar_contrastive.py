@@ -17,13 +17,14 @@ test = 5,000 held out of train". Suites (``--suite``):
 
 Pre-training rows come in three stage-2 protocols: SLF (clean linear head on the frozen
 encoder), ALF (adversarial linear head), AFF (TRADES fine-tuning of the whole network).
-Every row has the same number of adversarial epochs ``--epochs`` (E): end-to-end methods
-train E epochs; SLF pre-trains E epochs and probes k = ``--stage2-epochs`` clean epochs
-(which cost no adversarial epoch); ALF and AFF pre-train E - k epochs and train k
-adversarial epochs. ALF and AFF of one row share their pre-training: the first trains it
-and keeps ``pretrain.pt`` (its ``last.pt`` at the end of pre-training), the other starts
-from a copy of it and resumes into its own stage 2, which is what an uninterrupted run
-would do (resume = uninterrupted is tested in the loop; the test here checks it too).
+Every row has at most ``--epochs`` (E) adversarial epochs: end-to-end methods train E
+epochs; a pre-training row pre-trains E - k epochs (k = ``--stage2-epochs``) and its
+stage 2 trains k epochs, adversarial for ALF and AFF (E in all), clean for SLF (E - k
+adversarial epochs: SLF is measured with fewer, which can only disadvantage it). The three
+protocols of one row share their pre-training: the first trains it and keeps
+``pretrain.pt`` (its ``last.pt`` at the end of pre-training), the others start from a copy
+of it and resume into their own stage 2, which is what an uninterrupted run would do
+(resume = uninterrupted is tested in the loop; the test here checks it too).
 
 Evaluation: the best checkpoint, clean accuracy and APGD-CE + APGD-T (AutoAttack's two
 gradient attacks, worst case per example) on the first ``--n`` (1,000) test images, the
@@ -167,9 +168,8 @@ def stage2(protocol: str, b: Budget) -> tuple[str, ...]:
     x0.1 at 40% and 80% as DynACL's linear evaluation.
     """
     value = protocol_values()[protocol]
-    pre = b.epochs if protocol == "SLF" else b.epochs - b.stage2
     out = (
-        f"train.epochs={pre}",
+        f"train.epochs={b.epochs - b.stage2}",
         f"classifier.protocol={value}",
         f"classifier.epochs={b.stage2}",
         "classifier.optimizer={name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 2.0e-4}",
@@ -183,11 +183,17 @@ def stage2(protocol: str, b: Budget) -> tuple[str, ...]:
 def with_protocols(
     name: str, recipe: str, overrides: Sequence[str], b: Budget, note: str = ""
 ) -> list[Variant]:
-    """A pre-training row under SLF, ALF and AFF."""
+    """A pre-training row under SLF, ALF and AFF (rows ``<name> SLF`` etc.)."""
     return [
         Variant(f"{name} {p}", recipe, (*overrides, *stage2(p, b)), note=note)
         for p in ("SLF", "ALF", "AFF")
     ]
+
+
+def lars_lr(b: Budget) -> str:
+    """ACL / DynACL's LARS lr 5.0 at batch 512, scaled linearly to the budget's batch
+    (the SimCLR rule, Chen et al. 2020, whose LARS set-up they inherit)."""
+    return f"train.optimizer.lr={5.0 * b.batch_size / 512:g}"
 
 
 def model_overrides(model: str, width: int) -> tuple[str, ...]:
@@ -223,7 +229,7 @@ def common_overrides(b: Budget, *, with_model: bool) -> tuple[str, ...]:
 def budget_suite(b: Budget) -> Suite:
     """Clean SupCon (Khosla et al. 2020) + a clean linear probe, three architectures."""
     rows = []
-    for model, width in (("cnn", 32), ("cnn", 64), ("resnet18", 16)):
+    for model, width in (("cnn", 16), ("cnn", 32), ("cnn", 64), ("resnet18", 16)):
         rows.append(
             Variant(
                 f"supcon {model} w{width}",
@@ -248,8 +254,19 @@ def budget_suite(b: Budget) -> Suite:
     )
 
 
+#: The AFA baseline: every ingredient explicitly off, so a change of the recipe's defaults
+#: (which follow this measurement) does not change the baseline's row.
+AFA_BASELINE = (
+    "method.clean_views=1",
+    "method.clean_term=none",
+    "model.dual_bn=false",
+    "data.augment=crop-flip",
+    "train.schedule.warmup_epochs=0",
+)
+
+
 def afa_ingredients(b: Budget) -> dict[str, tuple[str, ...]]:
-    """Each ingredient of issue 10 as the overrides that switch it on in ``cifar10-afa``."""
+    """Each ingredient of issue 10 as the overrides that switch it on over ``AFA_BASELINE``."""
     return {
         # ACL's (1/2, 1/2) clean + adversarial terms (Jiang et al. 2020): two clean views
         "clean term": ("method.clean_views=2", "method.clean_term=acl"),
@@ -274,29 +291,43 @@ def epochs(b: Budget) -> tuple[str, ...]:
     return (f"train.epochs={b.epochs}",)
 
 
-def ingredients_suite(b: Budget) -> Suite:
-    afa, at = "cifar10-afa.yaml", "cifar10-afa-trades.yaml"
+def afa_rows(b: Budget) -> tuple[list[Variant], list[Variant]]:
+    """The AFA baseline and all four ingredients together (under SLF / ALF / AFF), and
+    each ingredient alone."""
+    afa = "cifar10-afa.yaml"
     ing = afa_ingredients(b)
-    # the shipped recipe warms up 5 epochs: the baseline has no warm-up, warm-up is a row
-    base = ("train.schedule.warmup_epochs=0",)
-    rows = [Variant(v.name, v.recipe, epochs(b), v.note) for v in baselines()]
-    rows += with_protocols("afa baseline", afa, base, b)
-    for name, over in ing.items():
-        rows += with_protocols(f"afa +{name}", afa, (*base, *over), b)
-    rows += with_protocols(
+    main = with_protocols("afa baseline", afa, AFA_BASELINE, b)
+    main += with_protocols(
         "afa +all four",
         afa,
-        (*base, *(o for over in ing.values() for o in over)),
+        (*AFA_BASELINE, *(o for over in ing.values() for o in over)),
         b,
-        note="every ingredient; replace by the best measured combination",
+        note="every ingredient together",
     )
-    trades_rows = {
+    alone = [
+        v
+        for name, over in ing.items()
+        for v in with_protocols(f"afa +{name}", afa, (*AFA_BASELINE, *over), b)
+    ]
+    return main, alone
+
+
+def afa_trades_rows(b: Budget) -> list[Variant]:
+    at = "cifar10-afa-trades.yaml"
+    dual = afa_ingredients(b)["dual BN"]
+    rows = {
         "afa-trades": (),
         "afa-trades +clean term": ("method.clean_term=acl",),
-        "afa-trades +dual BN": ing["dual BN"],
-        "afa-trades +clean term +dual BN": ("method.clean_term=acl", *ing["dual BN"]),
+        "afa-trades +dual BN": dual,
+        "afa-trades +clean term +dual BN": ("method.clean_term=acl", *dual),
     }
-    rows += [Variant(n, at, (*epochs(b), *o)) for n, o in trades_rows.items()]
+    return [Variant(n, at, (*epochs(b), *o)) for n, o in rows.items()]
+
+
+def ingredients_suite(b: Budget) -> Suite:
+    main, alone = afa_rows(b)
+    rows = [Variant(v.name, v.recipe, epochs(b), v.note) for v in baselines()]
+    rows += main + alone + afa_trades_rows(b)
     return Suite(
         "ingredients",
         tuple(rows),
@@ -310,17 +341,18 @@ def acl_suite(b: Budget) -> Suite:
     """Issue 11's table: AFA and afa-trades against ACL and DynACL (and PGD-AT, TRADES)."""
     # DynACL's K = 50 of 1000 epochs (weight schedule and augmentation annealing), scaled
     k = max(1, round(b.epochs * 50 / 1000))
-    warm = (f"train.schedule.warmup_epochs={b.warmup}",)
+    warm = (f"train.schedule.warmup_epochs={b.warmup}", lars_lr(b))
+    # the rows AFA and afa-trades share with the ingredients suite (same names, so the
+    # same run directories: a row measured by one suite is not trained again)
     rows = [Variant(v.name, v.recipe, epochs(b), v.note) for v in baselines()]
-    rows += with_protocols("afa", "cifar10-afa.yaml", warm, b, note="the shipped recipe")
-    rows.append(Variant("afa-trades", "cifar10-afa-trades.yaml", epochs(b)))
-    rows += with_protocols("acl", "cifar10-acl.yaml", warm, b)
+    rows += afa_rows(b)[0] + afa_trades_rows(b)
+    rows += with_protocols("acl", "cifar10-acl.yaml", warm, b, note="LARS lr scaled to batch")
     rows += with_protocols(
         "dynacl",
         "cifar10-dynacl.yaml",
         (*warm, f"method.dynacl_k={k}", f"data.contrastive.anneal_every={k}"),
         b,
-        note=f"DynACL K scaled to {k} (50 of 1000 epochs)",
+        note=f"LARS lr scaled to batch; DynACL K scaled to {k} (50 of 1000 epochs)",
     )
     return Suite("acl", tuple(rows), common_overrides(b, with_model=True), APGD, description(b))
 
@@ -328,8 +360,9 @@ def acl_suite(b: Budget) -> Suite:
 def description(b: Budget) -> str:
     return (
         f"{b.model} width {b.width}, Linf 8/255, PGD-{b.steps} (step 2/255) training, "
-        f"{b.epochs} adversarial epochs per row (SLF: {b.epochs} pre-training + {b.stage2} "
-        f"clean probe; ALF / AFF: {b.epochs - b.stage2} pre-training + {b.stage2}), batch "
+        f"{b.epochs} adversarial epochs per row (pre-training rows: {b.epochs - b.stage2} "
+        f"pre-training epochs shared by SLF / ALF / AFF, then {b.stage2} stage-2 epochs, "
+        f"clean for SLF, so SLF has {b.epochs - b.stage2} adversarial epochs), batch "
         f"{b.batch_size}, each recipe's optimiser and schedule (warm-up {b.warmup} epochs "
         "where a row warms up)"
     )
@@ -626,7 +659,9 @@ def estimate_s(
 ) -> float:
     """Estimated seconds of one run (training and evaluation), ``EPOCH_S`` x ``cost_scale``."""
     cfg = run.cfg
-    images = N_TRAIN_ALL - N_TEST - N_VAL
+    images: float = N_TRAIN_ALL - N_TEST - N_VAL
+    if (size := cfg.data.train_size) is not None:
+        images = size * images if isinstance(size, float) and size <= 1 else float(size)
     scale = model_scale(cfg.model.name, int(cfg.model.options.get("width", 32))) * images / 5e4
     per = EPOCH_S.get(cfg.method_name, 280.0)
     if cfg.method.get("clean_term", "none") != "none":
@@ -911,7 +946,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.suite == "budget":
         attacks = ()
     n = min(args.n, n_test)
-    runs_dir = runs_root / suite.name
+    # ingredients and acl share their rows (pgd-at, trades, afa, afa-trades) by name
+    runs_dir = runs_root / ("budget" if suite.name == "budget" else "adversarial")
     every = plan_runs(
         suite, b, args.seeds, runs_dir, data=data, tail=tail, device=args.device, tiny=args.tiny
     )
@@ -958,7 +994,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             + " (worst case per example, afa.evaluation.evaluate_run)",
             "common_overrides": [*data, *suite.common, *tail],
             "runs": all_rows,
-            "warnings": check_budget([], [r for r in all_rows if r["variant"] != "standard"]),
+            # standard has none and SLF's clean stage 2 has k fewer, by design
+            "warnings": check_budget(
+                [], [r for r in all_rows if r["variant"] != "standard" and r["protocol"] != "SLF"]
+            ),
             "failed": failed,
             "wall_s": time.perf_counter() - t0,
             "environment": {

@@ -1,6 +1,7 @@
 """benchmarks/cifar_contrastive.py end to end in its ``--tiny`` mode, on an ImageFolder tree
-made here (10 classes x 12 PNG images of 32x32): one row of each suite, the shared
-pre-training of ALF / AFF, the JSON and markdown, and the second invocation that skips.
+made here (10 classes x 12 PNG images of 32x32): one row of each suite, the pre-training
+shared by SLF / ALF / AFF and by the two adversarial suites, the JSON and markdown, and the
+second invocation that skips.
 """
 
 from __future__ import annotations
@@ -94,37 +95,43 @@ def test_one_row_of_each_suite_then_skips(
     # budget: clean SupCon + probe; clean accuracy only, per-epoch collapse indicators
     (row,) = records["budget"]["runs"]
     assert row["method"] == "supcon" and row["robust_acc"] is None and row["adv_epochs"] == 0
-    assert row["train_epochs"] == 2 and row["stage2_epochs"] == 1
-    assert len(row["cos_gap_by_epoch"]) == 2 and len(row["loss_over_chance_by_epoch"]) == 2
+    assert row["train_epochs"] == 1 and row["stage2_epochs"] == 1  # E - k pre-training epochs
+    assert len(row["cos_gap_by_epoch"]) == 1 and len(row["loss_over_chance_by_epoch"]) == 1
     assert len(row["probe_val_clean_by_epoch"]) == 1
-    assert row["steps"] == 2 * 3  # 86 training images, batch 32 (last partial one dropped)
+    assert row["steps"] == 2 * 2  # 2 epochs of 86 images at batch 32 (partial batch dropped)
     md = (tmp_path / "budget.md").read_text()
     assert "TINY SMOKE RUN" in md and md.count("\n| cnn w4 |") == 1
 
-    # ingredients: one AFA row under the three protocols, equal adversarial budgets
+    # ingredients: one AFA row under the three protocols, one pre-training of E - k epochs;
+    # ALF / AFF spend E adversarial epochs, SLF's stage 2 is clean
     rows = {r["variant"]: r for r in records["ingredients"]["runs"]}
     assert set(rows) == {"afa baseline SLF", "afa baseline ALF", "afa baseline AFF"}
-    assert {r["adv_epochs"] for r in rows.values()} == {2}
-    assert rows["afa baseline SLF"]["train_epochs"] == 2
-    assert rows["afa baseline ALF"]["train_epochs"] == 1
+    assert {k: r["adv_epochs"] for k, r in rows.items()} == {
+        "afa baseline SLF": 1,
+        "afa baseline ALF": 2,
+        "afa baseline AFF": 2,
+    }
+    assert {r["train_epochs"] for r in rows.values()} == {1}
     assert records["ingredients"]["warnings"] == []
     for r in rows.values():
         assert 0.0 <= r["robust_acc"] <= r["clean_acc"] <= 1.0
         assert r["n_eval"] == 24  # 20% of 120 held out as the test split
         assert list(r["per_attack"]) == ["AutoAttack (apgd-ce)"]
         assert isinstance(r["collapse_warning"], bool)
-    # ALF trained the pre-training and kept it; AFF resumed from it (no second pre-training)
-    run_dir = tmp_path / "runs" / "ingredients"
-    assert (run_dir / rows["afa baseline ALF"]["run"] / "pretrain.pt").is_file()
-    assert rows["afa baseline AFF"]["pretraining_from"] == str(
-        run_dir / rows["afa baseline ALF"]["run"]
-    )
-    assert rows["afa baseline AFF"]["cos_gap"] == rows["afa baseline ALF"]["cos_gap"]
+    # SLF trained the pre-training and kept it; ALF and AFF resumed from it
+    run_dir = tmp_path / "runs" / "adversarial"
+    first = run_dir / rows["afa baseline SLF"]["run"]
+    assert (first / "pretrain.pt").is_file()
+    assert rows["afa baseline SLF"]["pretraining_from"] is None
+    for p in ("ALF", "AFF"):
+        assert rows[f"afa baseline {p}"]["pretraining_from"] == str(first)
+        assert rows[f"afa baseline {p}"]["cos_gap"] == rows["afa baseline SLF"]["cos_gap"]
     md = (tmp_path / "ingredients.md").read_text()
     assert md.count("\n| afa baseline ") == 3 and "| APGD-CE % |" in md
 
     (acl,) = records["acl"]["runs"]
-    assert acl["method"] == "acl" and acl["protocol"] == "SLF" and acl["adv_epochs"] == 2
+    assert acl["method"] == "acl" and acl["protocol"] == "SLF" and acl["adv_epochs"] == 1
+    assert "train.optimizer.lr=0.3125" in acl["command"]  # LARS lr 5.0 x 32 / 512
 
     # a second invocation trains and evaluates nothing and reports the same rows
     def refuse(*a: object, **k: object) -> None:
@@ -137,6 +144,12 @@ def test_one_row_of_each_suite_then_skips(
         again = json.loads((tmp_path / f"{suite}.json").read_text())
         assert again["runs"] == records[suite]["runs"], suite
         assert again["failed"] == []
+    # the acl suite reads the AFA rows the ingredients suite measured
+    shared = argv(tree, tmp_path, "acl", "afa baseline *")
+    shared[shared.index("--out") + 1] = str(tmp_path / "acl-afa.json")
+    assert cc.main(shared) == 0
+    rows_acl = json.loads((tmp_path / "acl-afa.json").read_text())["runs"]
+    assert rows_acl == records["ingredients"]["runs"]
 
 
 def test_shared_pretraining_equals_a_run_of_its_own(tree: Path, tmp_path: Path) -> None:
@@ -147,10 +160,10 @@ def test_shared_pretraining_equals_a_run_of_its_own(tree: Path, tmp_path: Path) 
     assert cc.main(argv(tree, shared, "ingredients", "afa baseline ALF", "afa baseline AFF")) == 0
     assert cc.main(argv(tree, alone, "ingredients", "afa baseline AFF", extra=("--no-share",))) == 0
     name = json.loads((alone / "ingredients.json").read_text())["runs"][0]["run"]
-    a = load_checkpoint(shared / "runs" / "ingredients" / name / "last.pt")
-    b = load_checkpoint(alone / "runs" / "ingredients" / name / "last.pt")
-    assert not (alone / "runs" / "ingredients" / name / "pretraining.json").exists()
-    assert (shared / "runs" / "ingredients" / name / "pretraining.json").exists()
+    a = load_checkpoint(shared / "runs" / "adversarial" / name / "last.pt")
+    b = load_checkpoint(alone / "runs" / "adversarial" / name / "last.pt")
+    assert not (alone / "runs" / "adversarial" / name / "pretraining.json").exists()
+    assert (shared / "runs" / "adversarial" / name / "pretraining.json").exists()
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -163,7 +176,7 @@ def test_dry_run_prints_every_command_and_trains_nothing(
     assert cc.main(argv(tree, tmp_path, "acl", "*", extra=("--dry-run",))) == 0
     out = capsys.readouterr().out
     names = [v.name for v in cc.acl_suite(cc.Budget(2, 1, 1)).variants]
-    assert out.count("afa train ") == len(names) == 13
+    assert out.count("afa train ") == len(names) == 19
     assert "pre-training shared" in out and "# total ~" in out
     assert not (tmp_path / "runs" / "acl").exists()
 
@@ -191,7 +204,7 @@ def test_an_interrupted_run_resumes_from_last_pt(
         m.setattr(cc.training_plan, "fit", lambda *a, **k: fit(*a, **{**k, "stop_after": 1}))
         assert cc.main(args) == 0
     (row,) = json.loads((tmp_path / "ingredients.json").read_text())["runs"]
-    run = tmp_path / "runs" / "ingredients" / row["run"]
+    run = tmp_path / "runs" / "adversarial" / row["run"]
     assert row["steps"] == 2 and load_checkpoint(run / "last.pt")["global_epoch"] == 1
     (run / "eval.json").unlink()
     resumed = []

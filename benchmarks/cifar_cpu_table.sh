@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The CPU measurement of issues 10 and 11 at the budget that fits a few hours of two cores:
+# CNN width 16, 10,000 of the 44,000 training images (stratified), batch 128, 10 adversarial
+# epochs per row (pre-training rows: 7 + 3), PGD-5 training, APGD-CE + APGD-T on the first
+# 1,000 of the 5,000 held-out test images. Rows run in priority order, each cached and
+# resumable (re-running this script continues where it stopped). Run it in the background:
+#   nohup bash benchmarks/cifar_cpu_table.sh > runs/cifar-cpu-table.log 2>&1 &
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+RUNS=${RUNS:-runs/cifar-contrastive-10k}
+COMMON=(--epochs 10 --stage2-epochs 3 --warmup 1 --batch-size 128 --model cnn --width 16
+        --threads 2 --runs "$RUNS" --set data.train_size=10000)
+bench() { "$PY" benchmarks/cifar_contrastive.py "${COMMON[@]}" "$@" || echo "step failed: $*"; }
+
+# 1. the budget: clean SupCon + a clean probe, the chosen model and one twice as wide
+bench --suite budget --variants "supcon cnn w16" "supcon cnn w32" \
+    --out benchmarks/results/cifar-contrastive-budget-10k.json
+# 2. references, the AFA baseline and all ingredients together (SLF / ALF / AFF)
+ING=(--suite ingredients --out benchmarks/results/cifar-contrastive-ingredients-10k.json)
+bench "${ING[@]}" --variants standard pgd-at trades "afa baseline *" "afa +all four *"
+# 3. ACL and DynACL (issue 11), sharing the rows above
+ACL=(--suite acl --out benchmarks/results/cifar-contrastive-acl-10k.json)
+bench "${ACL[@]}" --variants "acl *" "dynacl *"
+# 4. afa-trades with and without the clean term and dual BN
+bench "${ING[@]}" --variants "afa-trades" "afa-trades +clean term +dual BN"
+# 5. each ingredient alone (SLF: the pre-trained features themselves)
+bench "${ING[@]}" --variants "afa +clean term SLF" "afa +dual BN SLF" \
+    "afa +contrastive aug SLF" "afa +warm-up SLF"
+# 6. the tables of what has been measured (every row cached: evaluation only if missing)
+bench "${ACL[@]}" --variants standard pgd-at trades "afa baseline *" "afa +all four *" \
+    "afa-trades" "afa-trades +clean term +dual BN" "acl *" "dynacl *"
+bench "${ING[@]}" --variants "afa-trades +clean term" "afa-trades +dual BN" \
+    "afa +clean term ALF" "afa +clean term AFF"
