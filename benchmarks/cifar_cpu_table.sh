@@ -27,8 +27,10 @@ bench "${ING[@]}" --variants "afa-trades" "afa-trades +clean term +dual BN"
 # 5. each ingredient alone (SLF: the pre-trained features themselves)
 bench "${ING[@]}" --variants "afa +clean term SLF" "afa +dual BN SLF" \
     "afa +contrastive aug SLF" "afa +warm-up SLF"
-# 6. the tables of what has been measured (every row cached: evaluation only if missing)
+# 6. the acl table of what has been measured (every row cached: evaluation only if missing),
+# and the clean term's ALF / AFF (its pre-training is the SLF row's)
 bench "${ACL[@]}" --variants standard pgd-at trades "afa baseline *" "afa +all four *" \
     "afa-trades" "afa-trades +clean term +dual BN" "acl *" "dynacl *"
-bench "${ING[@]}" --variants "afa-trades +clean term" "afa-trades +dual BN" \
-    "afa +clean term ALF" "afa +clean term AFF"
+bench "${ING[@]}" --variants "afa +clean term ALF" "afa +clean term AFF"
+# 7. a second seed of the best end-to-end rows and of AFA's best protocol
+bench "${ING[@]}" --seeds 1 --variants pgd-at afa-trades "afa baseline ALF"

@@ -67,6 +67,7 @@ class AFAPretrain(CleanTermMixin, ContrastivePretraining):
     """
 
     collapse_remedies = (
+        "method.clean_term=acl",  # with method.clean_views=2: README, 'When AFA collapses'
         "method.eps_warmup_epochs",
         "method.clean_anchor_weight",
         "method.lambda_ce",
