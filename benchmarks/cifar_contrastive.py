@@ -7,7 +7,7 @@ validation split (stratified, fixed seeds), so every table says "CIFAR-10 (JPEG 
 test = 5,000 held out of train". Suites (``--suite``):
 
 * ``budget`` (issue 10, step 1): clean SupCon + a clean linear probe on the CNN at width
-  32 and 64 and ResNet-18 at width 16: linear-probe accuracy, loss over chance and cos_gap
+  16, 32 and 64 and ResNet-18 at width 16: linear-probe accuracy, loss over chance and cos_gap
   per epoch, steps, batch and time, to find a budget at which contrastive learning learns;
 * ``ingredients`` (issue 10, steps 2-3): standard training (the clean reference), PGD-AT,
   TRADES, the AFA baseline, each ingredient alone (the clean contrastive term, dual BN,
@@ -227,7 +227,7 @@ def common_overrides(b: Budget, *, with_model: bool) -> tuple[str, ...]:
 
 
 def budget_suite(b: Budget) -> Suite:
-    """Clean SupCon (Khosla et al. 2020) + a clean linear probe, three architectures."""
+    """Clean SupCon (Khosla et al. 2020) + a clean linear probe, four architectures."""
     rows = []
     for model, width in (("cnn", 16), ("cnn", 32), ("cnn", 64), ("resnet18", 16)):
         rows.append(
