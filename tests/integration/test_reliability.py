@@ -214,19 +214,25 @@ with run_lock(sys.argv[1]):
 """
 
 
-@pytest.mark.dist
-def test_torchrun_rank_0_holds_the_lock(tmp_path):
-    run_dir = tmp_path / "ddp"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node=2", "-m", "afa", "--threads", "1", *_train_argv(run_dir)]  # fmt: skip
+def _hold_lock(run_dir: Path) -> subprocess.Popen:
+    """Another process holding ``run_dir``'s lock until it reads a line on stdin."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(run_dir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+@pytest.mark.dist
+def test_torchrun_rank_0_holds_the_lock(tmp_path):
+    run_dir = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "-m", "afa", "--threads", "1", *_train_argv(run_dir)]  # fmt: skip
+    holder = _hold_lock(run_dir)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         refused = subprocess.run(torchrun, capture_output=True, text=True, timeout=300)
     finally:
         holder.communicate("\n")
@@ -263,14 +269,8 @@ def _lock_worker(rank: int, port: int, run_dir: str, out: str) -> None:
 @pytest.mark.dist
 def test_every_rank_is_told_when_rank_0_is_refused(tmp_path):
     run_dir = tmp_path / "ddp"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(run_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_lock(run_dir)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
