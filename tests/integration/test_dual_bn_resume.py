@@ -1,8 +1,11 @@
 """Dual BN through the loop: both branches' statistics and affine parameters are in every
 checkpoint and in the EMA, and a resumed run equals the uninterrupted one; a run config's
-``model.dual_bn`` builds and reloads a dual model."""
+``model.dual_bn`` builds and reloads a dual model; TRADES with dual BN through ``train_run``
+trains both branches and resumes from a checkpoint written before its ``split_bn`` option."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +14,11 @@ from test_resume import BATCH, INFO, THREAT, TinyNet, assert_same_weights, toy_d
 from afa.data import BatchLoader, DatasetInfo, make_augment
 from afa.methods.base import Batch, Method, StepOutput
 from afa.models.dual_bn import convert_dual_bn
+import afa.training.plan as plan
 from afa.runs import build_model, load_checkpoint, parse_run_config
 from afa.training import EMAConfig, LoopOptions, OptimConfig, RunSpec, ScheduleConfig, Stage, fit
+from afa.training.checkpoint import save_checkpoint
+from afa.training.plan import train_run
 
 
 class DualCE(Method):
@@ -74,3 +80,44 @@ def test_run_config_builds_and_reloads_a_dual_model():
     assert not build_model(parse_run_config({}), info).dual_bn
     again = build_model(cfg, info)
     again.load_state_dict(model.state_dict())  # strict: the same keys
+
+
+def _trades_cfg(out):
+    return parse_run_config(
+        {
+            "data": {"name": "digits", "val_size": 60},
+            "model": {"name": "cnn", "options": {"width": 4}, "dual_bn": True},
+            "threat": {"eps": 0.1, "step_size": 0.05, "steps": 2},
+            "method": {"name": "trades"},
+            "train": {"epochs": 2, "batch_size": 256, "val_examples": 60, "log_every": 100},
+            "eval": {"attacks": ["pgd"]},
+            "out_dir": str(out),
+        }
+    )
+
+
+def test_trades_with_dual_bn_resumes_a_checkpoint_older_than_split_bn(tmp_path, monkeypatch):
+    full = train_run(_trades_cfg(tmp_path / "full"))
+    weights = load_checkpoint(full.last_path)["model"]
+    bn = sorted(
+        k[: -len(".clean.running_mean")] for k in weights if k.endswith(".clean.running_mean")
+    )
+    assert bn and all(
+        not torch.equal(weights[f"{b}.clean.running_mean"], weights[f"{b}.adv.running_mean"])
+        for b in bn
+    )  # clean and adversarial inputs normalised apart
+
+    real_fit = plan.fit
+    monkeypatch.setattr(plan, "fit", functools.partial(real_fit, stop_after=1))
+    part = _trades_cfg(tmp_path / "part")
+    assert not train_run(part).completed
+    monkeypatch.setattr(plan, "fit", real_fit)
+    # What a run started before the option existed has in its checkpoint: no method.split_bn.
+    last = load_checkpoint(part.run_dir / "last.pt")
+    del last["config"]["method"]["split_bn"]
+    save_checkpoint(part.run_dir / "last.pt", last)
+    resumed = train_run(part, resume=True)
+    assert resumed.completed
+    again = load_checkpoint(resumed.last_path)["model"]
+    for k in weights:
+        assert torch.equal(weights[k], again[k]), k

@@ -42,4 +42,4 @@ def test_unknown_recipe_and_method_option_are_named() -> None:
 
 def test_resolved_method_options_are_written_out() -> None:
     cfg = parse_run_config({"method": {"name": "trades"}})
-    assert cfg.method == {"name": "trades", "beta": 6.0}
+    assert cfg.method == {"name": "trades", "beta": 6.0, "split_bn": True}

@@ -135,6 +135,9 @@ class ACL(Method):
         head = {id(p) for p in self.model.head.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in head]
 
+    def splits_bn(self) -> bool:
+        return True
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         self.term_weights = clean_adv_weights(self.weighting, epoch, epochs, *self._schedule())
 

@@ -155,6 +155,9 @@ class AFAPretrain(CleanTermMixin, ContrastivePretraining):
         frac = min(1.0, (epoch + 1) / w)
         return self.threat.with_(eps=self.threat.eps * frac, step_size=self.threat.step_size * frac)
 
+    def splits_bn(self) -> bool:
+        return True
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         self.current_threat = self.warmup_threat(epoch)
         self.set_term_weights(epoch, epochs)

@@ -106,6 +106,9 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
     def criterion_options(self) -> dict[str, Any]:
         return {"anchors": "adversarial", "cross_view_positives": self.config.cross_view_positives}
 
+    def splits_bn(self) -> bool:
+        return True
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         self.set_term_weights(epoch, epochs)
 

@@ -110,6 +110,14 @@ class Method(nn.Module):
         """Whether this instance's step crafts no adversary (default: ``clean_training``)."""
         return self.clean_training
 
+    def splits_bn(self) -> bool:
+        """Whether the step routes clean inputs through the ``clean`` BN branch and the
+        attack and adversarial inputs through ``adv`` (``model.dual_bn``,
+        :mod:`afa.models.dual_bn`). False (the default): every forward uses the model's
+        default branch, so a dual-BN model would train one branch and leave the other idle;
+        the planner refuses that combination in a run's first stage."""
+        return False
+
     def selection_metric(self, after: Sequence[Method] = ()) -> str | None:
         """The validation metric that selects ``best.pt`` in this method's stage.
 

@@ -167,7 +167,9 @@ class ContrastivePretraining(ContrastiveMethod):
             raise ValueError(f"classifier protocol: expected slf, alf or aff, got {protocol!r}")
         if protocol == "aff":
             if finetune_method == "trades":
-                return TRADES(self.model, self.threat, TRADES.Config(beta=beta))
+                # Fine-tuning trains the branch model.bn_branch names (ACL, RobustSSL).
+                config = TRADES.Config(beta=beta, split_bn=False)
+                return TRADES(self.model, self.threat, config)
             return PGDAT(self.model, self.threat)
         return LinearProbe(
             self.model, self.threat, LinearProbe.Config(adversarial=protocol == "alf")

@@ -148,6 +148,9 @@ class RunSpec:
         on_start: called once the directory may be written (no run to overwrite, or a
             resume that fits), before step 0; ``train_run`` writes ``config.yaml`` here
             (on rank 0), so a refused run never replaces it.
+        read_saved: how a checkpoint's config is read before the resume comparison
+            (default: as stored); ``train_run`` reads it through today's run schema, so an
+            option added since the checkpoint was written compares at its default.
     """
 
     path: str | Path
@@ -155,6 +158,7 @@ class RunSpec:
     resume_keys: Sequence[str] = RESUME_KEYS
     extra: Mapping[str, Any] = field(default_factory=dict)
     on_start: Callable[[], object] | None = None
+    read_saved: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         clash = sorted(set(self.extra) & set(PAYLOAD_KEYS))
@@ -336,7 +340,12 @@ class _Loop:
         if not last.is_file():
             raise CheckpointError(f"{last}: cannot resume, no checkpoint there")
         ckpt = load_checkpoint(last)
-        _check_resume(ckpt, self.spec.config, self.spec.resume_keys, self.stages, last)
+        saved = (
+            dict(ckpt, config=self.spec.read_saved(ckpt["config"]))
+            if self.spec.read_saved
+            else ckpt
+        )
+        _check_resume(saved, self.spec.config, self.spec.resume_keys, self.stages, last)
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:

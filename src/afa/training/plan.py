@@ -13,15 +13,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from afa._lock import RunLockedError, writer_lock
 from afa.config import from_dict, to_dict
 from afa.data import Splits, build_train_loader, load_splits, make_augment
-from afa.errors import CheckpointError
+from afa.errors import CheckpointError, ConfigError
 from afa.methods import METHODS, Method, method_config_class
 from afa.models import Classifier
 from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier home)
@@ -47,10 +48,25 @@ log = logging.getLogger("afa")
 
 
 def build_method(cfg: RunConfig, model: Classifier) -> Method:
-    """The stage-1 (or only) method with its own options and the shared threat model."""
+    """The stage-1 (or only) method with its own options and the shared threat model.
+
+    Raises:
+        ConfigError: ``model.dual_bn`` with a method that sends every input through one BN
+            branch (the other branch would stay untrained: dual BN would change nothing).
+    """
     options = dict(cfg.method)
-    cls = METHODS.get(str(options.pop("name")))
-    return cls(model, cfg.threat, from_dict(method_config_class(cls), options, "method"))
+    name = str(options.pop("name"))
+    cls = METHODS.get(name)
+    method = cls(model, cfg.threat, from_dict(method_config_class(cls), options, "method"))
+    if model.dual_bn and not method.splits_bn():
+        raise ConfigError(
+            f"model.dual_bn: true, but method {name!r} sends every input through one BN "
+            "branch (it has no clean and adversarial forwards to separate, or "
+            "method.split_bn is false), so the other branch would stay untrained; set "
+            "model.dual_bn: false, or use a method that splits them (README, 'Configuration "
+            "reference', model.dual_bn)"
+        )
+    return method
 
 
 def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
@@ -185,6 +201,16 @@ def _run_dir_writer(run_dir: Path, dist: DistContext) -> Iterator[None]:
         yield
 
 
+def with_current_defaults(saved: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A checkpoint's run config read through today's schema: options added since it was
+    written take their defaults (so they do not block a resume); as stored when today's
+    schema refuses it (then the comparison names the key that differs)."""
+    try:
+        return to_dict(parse_run_config(dict(saved)))
+    except ConfigError:
+        return saved
+
+
 def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | None) -> TrainState:
     device = dist.device if dist.enabled else resolve_device(cfg.device)
     torch.manual_seed(cfg.train.seed)
@@ -216,6 +242,7 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
         # Only once fit has checked the directory (no run to overwrite, or a resume whose
         # config matches): a refused train must not replace the run's config.yaml.
         on_start=(lambda: write_config(cfg, cfg.run_dir)) if dist.is_main else None,
+        read_saved=with_current_defaults,
     )
     val = None
     if len(splits.val):
