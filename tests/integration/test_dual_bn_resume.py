@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from test_resume import BATCH, INFO, THREAT, TinyNet, assert_same_weights, toy_data, val_split
 
+import afa.training.plan as plan
 from afa.data import BatchLoader, DatasetInfo, make_augment
 from afa.methods.base import Batch, Method, StepOutput
 from afa.models.dual_bn import convert_dual_bn
-import afa.training.plan as plan
 from afa.runs import build_model, load_checkpoint, parse_run_config
 from afa.training import EMAConfig, LoopOptions, OptimConfig, RunSpec, ScheduleConfig, Stage, fit
 from afa.training.checkpoint import save_checkpoint

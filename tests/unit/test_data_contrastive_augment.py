@@ -84,9 +84,9 @@ def test_crop_boxes_fallback_and_spread():
     # No draw fits (a 6x20 image cannot hold the whole area at ratio 5): the centre crop of
     # the nearest allowed ratio, 4: 5 rows x 20 columns.
     u = torch.full((4, 3, 10), 0.999, dtype=torch.float64)
-    assert crop_boxes_from_uniforms(*u, 6, 20, (1.0, 1.0), (4.0, 5.0)).tolist() == [
-        [0, 0, 5, 20]
-    ] * 3
+    assert (
+        crop_boxes_from_uniforms(*u, 6, 20, (1.0, 1.0), (4.0, 5.0)).tolist() == [[0, 0, 5, 20]] * 3
+    )
     boxes = resized_crop_boxes(256, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3))
     areas = (boxes[:, 2] * boxes[:, 3]).double() / 1024
     assert areas.min() >= 0.06 and areas.max() <= 1.0 and areas.std() > 0.15
@@ -176,7 +176,8 @@ def test_apply_color_jitter_is_the_per_image_loop():
     b = 24
     x = torch.rand(b, 3, 6, 6, dtype=torch.float64)
     factors = torch.stack(
-        [torch.empty(b).uniform_(0.2, 1.8) for _ in range(3)] + [torch.empty(b).uniform_(-0.3, 0.3)],
+        [torch.empty(b).uniform_(0.2, 1.8) for _ in range(3)]
+        + [torch.empty(b).uniform_(-0.3, 0.3)],
         1,
     ).double()
     order = torch.rand(b, 4).argsort(1)

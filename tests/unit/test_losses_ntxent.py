@@ -37,7 +37,9 @@ def oracle(z: torch.Tensor, views: int, temperature: float) -> float:
     seed=st.integers(0, 2**16),
 )
 def test_matches_the_loop_oracle(b, views, d, temperature, seed):
-    z = torch.randn(views * b, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    z = torch.randn(
+        views * b, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     out = NTXentLoss(temperature)(z, views)
     assert out.loss.item() == pytest.approx(oracle(z, views, temperature), rel=1e-10)
     assert out.chance.item() == pytest.approx(math.log(views * b - 1))

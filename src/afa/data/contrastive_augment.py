@@ -76,8 +76,12 @@ class ContrastiveAugmentConfig:
             (0 <= self.jitter_p <= 1, "jitter_p", "in [0, 1]", self.jitter_p),
             (0 <= self.grayscale_p <= 1, "grayscale_p", "in [0, 1]", self.grayscale_p),
             (0 <= self.strength <= 1, "strength", "in [0, 1]", self.strength),
-            (self.schedule in ("constant", "anneal"), "schedule", "constant or anneal",
-             self.schedule),
+            (
+                self.schedule in ("constant", "anneal"),
+                "schedule",
+                "constant or anneal",
+                self.schedule,
+            ),
             (self.anneal_every >= 1, "anneal_every", ">= 1", self.anneal_every),
         ]
         for name in ("brightness", "contrast", "saturation"):
@@ -255,7 +259,7 @@ def _interp_matrix(start: Tensor, size: Tensor, out: int, full: int, like: Tenso
     """
     dev = like.device
     size_f = size.to(torch.float64)[:, None]
-    src = ((torch.arange(out, device=dev, dtype=torch.float64) + 0.5) * size_f / out - 0.5)
+    src = (torch.arange(out, device=dev, dtype=torch.float64) + 0.5) * size_f / out - 0.5
     src = src.clamp_min(0.0)
     i0 = src.floor()
     lam = src - i0
