@@ -454,7 +454,7 @@ def robust_label(attacks: Sequence[str], pgd_steps: int = 20) -> str:
     names = {
         "pgd": f"PGD-{pgd_steps}",
         "cw": "CW",
-        "autoattack": "AA",
+        "autoattack": "AutoAttack (standard)",
         "apgd-ce": "APGD-CE",
         "apgd-t": "APGD-T",
     }
