@@ -222,7 +222,10 @@ def _hold_lock(run_dir: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert holder.stdout.readline().strip() == "locked"
+    line = holder.stdout.readline().strip()
+    if line != "locked":
+        holder.kill()
+        pytest.fail(f"the lock holder did not take the lock: {line!r}")
     return holder
 
 

@@ -14,9 +14,8 @@ from afa.methods.base import (
     check_non_negative,
     clean_adv_metrics,
 )
-from afa.methods.clean_term import on_branch
 from afa.methods.registry import register_method
-from afa.methods.trades import branch_if
+from afa.methods.trades import branch_forward
 
 
 @register_method("mart")
@@ -42,10 +41,9 @@ class MART(Method):
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()
         split = self.config.split_bn
-        forward_adv = on_branch(self.model, "adv", self.model) if split else self.model
+        forward_adv = branch_forward(self.model, "adv", split)
         x_adv = perturb(self.model, x, batch.y, self.threat, cross_entropy, forward=forward_adv)
-        with branch_if(self.model, "clean", split):
-            logits_clean = self.model(x)
+        logits_clean = branch_forward(self.model, "clean", split)(x)
         logits_adv = forward_adv(x_adv)
         loss = mart_loss(logits_clean, logits_adv, batch.y, self.config.beta)
         return StepOutput(loss, clean_adv_metrics(loss, logits_clean, logits_adv, batch.y))

@@ -3,8 +3,7 @@ Accuracy", ICML 2019)."""
 
 from __future__ import annotations
 
-import contextlib
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +22,7 @@ from afa.methods.base import (
 from afa.methods.clean_term import on_branch
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
-from afa.models.dual_bn import Branch, bn_branch
+from afa.models.dual_bn import Branch
 
 
 @register_method("trades")
@@ -53,17 +52,15 @@ class TRADES(Method):
         x = batch.view()
         split = self.config.split_bn
         x_adv = trades_adversary(self.model, x, batch.y, self.threat, split_bn=split)
-        with branch_if(self.model, "clean", split):
-            logits_clean = self.model(x)
-        with branch_if(self.model, "adv", split):
-            logits_adv = self.model(x_adv)
+        logits_clean = branch_forward(self.model, "clean", split)(x)
+        logits_adv = branch_forward(self.model, "adv", split)(x_adv)
         loss = trades_loss(logits_clean, logits_adv, batch.y, self.config.beta)
         return StepOutput(loss, clean_adv_metrics(loss, logits_clean, logits_adv, batch.y))
 
 
-def branch_if(model: nn.Module, branch: Branch, split: bool) -> AbstractContextManager[object]:
-    """``bn_branch(model, branch)`` when ``split``, else the model's default branch."""
-    return bn_branch(model, branch) if split else contextlib.nullcontext()
+def branch_forward(model: nn.Module, branch: Branch, split: bool) -> Callable[[Tensor], Tensor]:
+    """``model``'s forward on BN ``branch`` when ``split``, else on its default branch."""
+    return on_branch(model, branch, model) if split else model
 
 
 def trades_adversary(
@@ -75,7 +72,7 @@ def trades_adversary(
     ``split_bn`` on the ``clean`` branch, and the attack runs on ``adv`` (no-ops for a
     model without dual BN).
     """
-    with torch.no_grad(), attack_mode(model, threat.bn_mode), branch_if(model, "clean", split_bn):
-        clean = model(x)
-    forward = on_branch(model, "adv", model) if split_bn else model
+    with torch.no_grad(), attack_mode(model, threat.bn_mode):
+        clean = branch_forward(model, "clean", split_bn)(x)
+    forward = branch_forward(model, "adv", split_bn)
     return perturb(model, x, y, threat, trades_kl(clean), forward=forward)

@@ -158,7 +158,7 @@ class RunSpec:
     resume_keys: Sequence[str] = RESUME_KEYS
     extra: Mapping[str, Any] = field(default_factory=dict)
     on_start: Callable[[], object] | None = None
-    read_saved: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    read_saved: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict
 
     def __post_init__(self) -> None:
         clash = sorted(set(self.extra) & set(PAYLOAD_KEYS))
@@ -340,11 +340,7 @@ class _Loop:
         if not last.is_file():
             raise CheckpointError(f"{last}: cannot resume, no checkpoint there")
         ckpt = load_checkpoint(last)
-        saved = (
-            dict(ckpt, config=self.spec.read_saved(ckpt["config"]))
-            if self.spec.read_saved
-            else ckpt
-        )
+        saved = dict(ckpt, config=self.spec.read_saved(ckpt["config"]))
         _check_resume(saved, self.spec.config, self.spec.resume_keys, self.stages, last)
         try:
             self.model.load_state_dict(ckpt["model"])
