@@ -182,3 +182,86 @@ def test_registered_models_take_64x64_inputs(name):
     logits = model(x)
     assert logits.shape == (2, 200) and torch.isfinite(logits).all()
     assert model.features(x).shape == (2, model.num_features)
+
+
+def _shape_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "Tiny-ImageNet-200 shape" in r.getMessage()]
+
+
+def test_a_copy_of_another_shape_says_so_in_one_line(tmp_path, caplog):
+    _write(tmp_path)
+    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+        load_splits(_cfg(tmp_path, tmp_path))
+    lines = _shape_lines(caplog)
+    assert len(caplog.records) == 1 and len(lines) == 1, caplog.text
+    assert lines[0].startswith(str(tmp_path / tin.FOLDER)), lines
+    assert "(200 classes of 500 training images, 10,000 validation images)" in lines[0]
+    assert "3 classes; 3 training images per class; 3 validation images" in lines[0]
+    assert lines[0].endswith("read as it is (a 3-class classifier)")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+        load_splits(_cfg(tmp_path, tmp_path))  # from the cache: said again, once
+    assert len(_shape_lines(caplog)) == 1
+
+
+def test_the_official_shape_is_silent_and_extra_classes_are_named(tmp_path, caplog, monkeypatch):
+    """The fake layout made official (constants scaled down), then two extra classes listed in
+    wnids.txt with their folders and validation images: 202 of 200, in small."""
+    monkeypatch.setattr(tin, "CLASSES", len(WNIDS))
+    monkeypatch.setattr(tin, "TRAIN_PER_CLASS", TRAIN_PER_CLASS)
+    monkeypatch.setattr(tin, "VAL_IMAGES", len(VAL))
+    _write(tmp_path)
+    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+        load_splits(_cfg(tmp_path, tmp_path))
+    assert not caplog.records
+    base = tmp_path / tin.FOLDER
+    extra = ("n11111111", "n22222222")
+    (base / "wnids.txt").write_text("\n".join(WNIDS + extra) + "\n")
+    source = base / "train" / WNIDS[1] / "images" / f"{WNIDS[1]}_0.JPEG"
+    for wnid in extra:
+        (base / "train" / wnid / "images").mkdir(parents=True)
+        for k in range(TRAIN_PER_CLASS):
+            (base / "train" / wnid / "images" / f"{wnid}_{k}.JPEG").write_bytes(source.read_bytes())
+        (base / "val" / "images" / f"val_{wnid}.JPEG").write_bytes(source.read_bytes())
+    with (base / "val" / "val_annotations.txt").open("a") as f:
+        f.write("".join(f"val_{w}.JPEG\t{w}\t0\t0\t63\t63\n" for w in extra))
+    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+        splits = load_splits(_cfg(tmp_path, tmp_path))
+    assert splits.info.num_classes == 5  # what the user asked for: carried on, and said
+    lines = _shape_lines(caplog)
+    assert len(caplog.records) == 1 and len(lines) == 1, caplog.text
+    assert (
+        "(3 classes of 3 training images, 3 validation images): 5 classes; 5 validation"
+        in (lines[0])
+    )
+    assert lines[0].endswith("(a 5-class classifier)")
+
+
+@pytest.mark.parametrize("where", ["layout", "zip"])
+def test_hidden_files_are_not_classes_or_images(tmp_path, where):
+    expected = _write(tmp_path / "clean")
+    _write(tmp_path / "src")
+    base = tmp_path / "src" / tin.FOLDER
+    junk = {
+        ".DS_Store": b"\0\0\0\1Bud1",
+        "train/.DS_Store": b"\0\0\0\1Bud1",  # was taken for a class folder
+        "train/Thumbs.db": b"\xd0\xcf\x11\xe0",
+        f"train/{WNIDS[0]}/images/._{WNIDS[0]}_0.JPEG": b"\0\5\26\7 AppleDouble",
+        "val/images/._val_0.JPEG": b"\0\5\26\7",  # was an image without a label
+        "val/images/.DS_Store": b"\0\0\0\1Bud1",
+    }
+    for name, data in junk.items():
+        (base / name).write_bytes(data)
+    root = tmp_path / "src"
+    if where == "zip":
+        root = tmp_path / "a.zip"
+        with zipfile.ZipFile(root, "w") as zf:
+            for p in sorted((tmp_path / "src").rglob("*")):
+                if p.is_file():
+                    zf.write(p, p.relative_to(tmp_path / "src").as_posix())
+            zf.writestr(f"__MACOSX/{tin.FOLDER}/._wnids.txt", b"\0\5\26\7")
+    splits = load_splits(_cfg(root, tmp_path))
+    assert splits.info.num_classes == len(WNIDS) and len(splits.test) == len(VAL)
+    order = sorted(WNIDS)
+    first = expected[f"train/{order[0]}/images/{order[0]}_0.JPEG"]
+    np.testing.assert_array_equal(splits.train.images[0], first)

@@ -10,10 +10,16 @@ Labels follow the sorted wnids, as torchvision's ImageFolder over ``train/`` giv
 usual order in robust-training code). Images are decoded once into the memory-mapped cache of
 ``afa.data.folder`` (the few grayscale JPEGs become RGB); the folder, the official ``.zip``
 (read in place, md5 checked) or any archive of the layout (e.g. a ``.tar.gz`` sample) works.
+
+A copy of another shape than the official one (200 classes of 500 training images, 10,000
+validation images) is read as it is, with one warning line saying how it departs: a sample
+with fewer images is a legitimate use, and extra classes listed in ``wnids.txt`` with their
+folders make a classifier with that many classes (compare such a run with no published one).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +37,15 @@ from afa.data.folder import (
 from afa.data.registry import DATASETS
 from afa.errors import DataError
 
+log = logging.getLogger(__name__)
+
 FOLDER = "tiny-imagenet-200"
 ZIP = "tiny-imagenet-200.zip"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 IMAGE_SIZE = 64
+# The official release's shape: classes, training images per class, validation images.
+CLASSES, TRAIN_PER_CLASS, VAL_IMAGES = 200, 500, 10_000
 # The per-channel normalisation used across robust-training code for Tiny-ImageNet; fixed, so
 # a model's normalisation does not depend on the copy read. Measured on the 10,000 training
 # images of the shipped sample: mean (0.4825, 0.4504, 0.3997) agrees; the pixel standard
@@ -84,6 +94,18 @@ def load_tiny_imagenet(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo
 
     fingerprint = fingerprint_of(tree, layout="tiny-imagenet")
     splits, names = cached_splits(cache, fingerprint, plan)
+    departures = _departures(splits["train"].labels, len(names), len(splits["test"]))
+    if departures:
+        log.warning(
+            "%s: not the official Tiny-ImageNet-200 shape (%d classes of %d training images, "
+            "%s validation images): %s; read as it is (a %d-class classifier)",
+            tree.path,
+            CLASSES,
+            TRAIN_PER_CLASS,
+            f"{VAL_IMAGES:,}",
+            "; ".join(departures),
+            len(names),
+        )
     info = DatasetInfo(
         name="tiny-imagenet",
         num_classes=len(names),
@@ -94,6 +116,21 @@ def load_tiny_imagenet(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo
         augment="crop-flip",
     )
     return splits["train"], splits["test"], info
+
+
+def _departures(train_labels: np.ndarray, classes: int, val: int) -> list[str]:
+    """How a copy departs from the official shape, one short phrase per count (none: [])."""
+    out = []
+    if classes != CLASSES:
+        out.append(f"{classes} classes")
+    per_class = np.bincount(train_labels, minlength=classes)
+    low, high = int(per_class.min()), int(per_class.max())
+    if low != TRAIN_PER_CLASS or high != TRAIN_PER_CLASS:
+        counts = f"{low:,}" if low == high else f"{low:,} to {high:,}"
+        out.append(f"{counts} training images per class")
+    if val != VAL_IMAGES:
+        out.append(f"{val:,} validation images")
+    return out
 
 
 def _wnids(tree: FileTree, name: str) -> tuple[str, ...]:
@@ -129,7 +166,8 @@ def _train(tree: FileTree, top: str, wnids: tuple[str, ...]) -> tuple[list[str],
         if not name.startswith(prefix):
             continue
         parts = name[len(prefix) :].split("/")
-        folders.add(parts[0])
+        if len(parts) > 1:  # a file directly in train/ is no class folder
+            folders.add(parts[0])
         if (
             len(parts) == 3
             and parts[1] == "images"
