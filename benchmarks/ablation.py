@@ -58,6 +58,7 @@ if str(SRC) not in sys.path:
 
 from afa.config import to_dict  # noqa: E402
 from afa.data import load_splits  # noqa: E402
+from afa.evaluation import EvalSettings  # noqa: E402
 from afa.evaluation.robust import evaluate  # noqa: E402
 from afa.methods import METHODS  # noqa: E402
 from afa.training.plan import (  # noqa: E402
@@ -359,9 +360,8 @@ def run_one(
         cfg.threat,
         attacks=list(attacks),
         n_examples=n_eval,
-        batch_size=256,
+        settings=EvalSettings(batch_size=256, seed=0),
         device="cpu",
-        seed=0,
         sanity=False,
     )
     eval_s = time.perf_counter() - t1

@@ -28,7 +28,7 @@ import torch
 
 from afa.attacks import cross_entropy, cw_margin, perturb
 from afa.data import load_splits, to_float
-from afa.evaluation import evaluate
+from afa.evaluation import EvalSettings, evaluate
 from afa.recipes import resolve_recipe
 from afa.runs import load_run_config, load_trained
 from afa.training.plan import train_run
@@ -98,7 +98,7 @@ def main() -> None:
             y,
             threat,
             attacks=("pgd", "apgd-ce", "apgd-t", "fab-t", "square"),
-            pgd_steps=20,
+            settings=EvalSettings({"pgd": {"steps": 20}}),
             sanity=True,
         )
         row["cascade"] = {c: r.acc(c) for c in r.columns}

@@ -1,4 +1,4 @@
-"""Synthetic stand-ins written in the real on-disk formats, for tests and benchmarks.
+"""CIFAR stand-ins written in the real on-disk formats, for the tests (not shipped with afa).
 
 ``write_cifar_like`` writes the official CIFAR python-pickle layout (``data_batch_1..5``,
 ``test_batch``, ``batches.meta`` for CIFAR-10; ``train``, ``test``, ``meta`` for CIFAR-100), so

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import torch
+from cifar_files import write_cifar_like  # tests/cifar_files.py
 
 from afa.cli.main import main
-from afa.data import write_cifar_like
 from afa.models import robustbench as rb
 from afa.models.robustbench import PublishedModel, load_robustbench
 

@@ -27,13 +27,13 @@ def run(tmp_path_factory):
 def seen(monkeypatch):
     """The threat models the evaluation's PGD was called with, by objective name."""
     calls: dict[str, set] = {}
-    real = eval_pgd.perturb
+    real = eval_pgd.perturb_worst_case
 
     def spy(model, x, y, threat, objective, **kw):
         calls.setdefault(objective.__name__, set()).add(threat)
         return real(model, x, y, threat, objective, **kw)
 
-    monkeypatch.setattr(eval_pgd, "perturb", spy)
+    monkeypatch.setattr(eval_pgd, "perturb_worst_case", spy)
     return calls
 
 
@@ -96,3 +96,34 @@ def test_an_override_out_of_range_is_one_line(run, capsys):
     assert main(["eval", str(run), "--restarts", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("afa eval: error:") and "--restarts" in err and "Traceback" not in err
+
+
+def test_an_attack_option_changes_that_attack_only_and_is_recorded(run, seen):
+    record = _eval(run, "--attack-option", "cw.steps=5")
+    assert {t.steps for t in seen["cw_margin"]} == {5}
+    assert {t.steps for t in seen["cross_entropy"]} == {20}
+    assert record["threat_overrides"] == {"attack_options": {"cw": {"steps": 5}}}
+    assert record["settings"]["attack_options"] == {"pgd": {"steps": 20}, "cw": {"steps": 5}}
+    assert set(record["attacks"]) == {"PGD-20 (CE, BN eval)", "PGD-5 (CW margin, BN eval)"}
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("cw.stepz=5", "did you mean 'eval.attack_options.cw.steps'"),
+        ("cw.steps=many", "expected an integer"),
+        ("steps=5", "expected ATTACK.KEY=VALUE"),
+        ("pgf.steps=5", "did you mean 'pgd'"),
+    ],
+)
+def test_a_bad_attack_option_is_one_line(run, capsys, option, says):
+    assert main(["eval", str(run), "--attack-option", option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("afa") and says in err and "Traceback" not in err
+
+
+def test_train_refuses_a_bad_attack_option_before_training(tmp_path, capsys):
+    bad = "eval.attack_options={cw: {stepz: 3}}"
+    assert main(["train", "digits-pgd-at", f"out_dir={tmp_path}", "name=r", bad, *TINY]) == 2
+    assert "eval.attack_options.cw.stepz" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cifar_files import synthetic_images, write_cifar_like  # tests/cifar_files.py
 
-from afa.data import DATASETS, DataConfig, load_splits, write_cifar_like
+from afa.data import DATASETS, DataConfig, load_splits
 from afa.data import cifar as cifar_mod
 from afa.data.arrays import holdout_count, stratified_split
-from afa.data.synthetic import synthetic_images
 from afa.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cifar_files import write_cifar_like  # tests/cifar_files.py
 
 from afa.data import (
     BatchLoader,
@@ -17,7 +18,6 @@ from afa.data import (
     build_train_loader,
     load_generated,
     load_splits,
-    write_cifar_like,
 )
 from afa.data.npz import read_npz_array
 from afa.errors import DataError

@@ -15,15 +15,20 @@ import afa.evaluation.attacks.autoattack as aa_attacks
 from afa.attacks import ThreatModel
 from afa.errors import ConfigError
 from afa.evaluation import (
+    EVAL_ATTACKS,
     EvalResult,
+    EvalSettings,
     SanityCheck,
+    build_attacks,
     correctness_matrix,
     evaluate,
     format_table,
+    register_attack,
     write_eval_json,
 )
 
 THREAT = ThreatModel(eps=0.1, step_size=0.025, steps=10)
+PGD3, PGD10 = EvalSettings({"pgd": {"steps": 3}}), EvalSettings({"pgd": {"steps": 10}})
 
 # --------------------------------------------------------------------------- a fake world
 # Inputs are (N, 1, 1, 1) values v; the model predicts class round(9 * v). An "attack"
@@ -170,10 +175,8 @@ def test_evaluate_runs_pgd_and_cw_on_still_robust_points_and_restores_state():
         y,
         THREAT,
         attacks=("pgd", "cw"),
-        pgd_steps=10,
-        cw_steps=5,
+        settings=EvalSettings({"pgd": {"steps": 10}, "cw": {"steps": 5}}, batch_size=64),
         n_examples=200,
-        batch_size=64,
         sanity=False,
     )
     assert torch.equal(torch.random.get_rng_state(), rng)
@@ -192,16 +195,16 @@ def test_evaluate_runs_pgd_and_cw_on_still_robust_points_and_restores_state():
         y,
         THREAT,
         attacks=("pgd", "cw"),
-        pgd_steps=10,
-        cw_steps=5,
+        settings=EvalSettings({"pgd": {"steps": 10}, "cw": {"steps": 5}}, batch_size=64),
         n_examples=200,
-        batch_size=64,
         sanity=False,
     )
     assert torch.equal(again.correct, r.correct)
     u8 = torch.round(x[:50] * 255).to(torch.uint8)
-    a = evaluate(net, u8, y[:50], THREAT, attacks=("pgd",), pgd_steps=3, sanity=False)
-    b = evaluate(net, u8.float() / 255, y[:50], THREAT, attacks=("pgd",), pgd_steps=3, sanity=False)
+    a = evaluate(net, u8, y[:50], THREAT, attacks=("pgd",), settings=PGD3, sanity=False)
+    b = evaluate(
+        net, u8.float() / 255, y[:50], THREAT, attacks=("pgd",), settings=PGD3, sanity=False
+    )
     assert torch.equal(a.correct, b.correct)
 
 
@@ -217,7 +220,7 @@ def test_evaluate_rejects_unknown_attacks_and_bad_images():
 def test_sanity_checks_pass_on_a_normal_model():
     net = trained_digits_net()
     x, y = digits()[2], digits()[3]
-    r = evaluate(net, x, y, THREAT, attacks=("pgd",), pgd_steps=10, n_examples=200)
+    r = evaluate(net, x, y, THREAT, attacks=("pgd",), settings=PGD10, n_examples=200)
     assert set(r.sanity) == {"large_eps", "eps_monotone", "pgd_below_clean"}
     assert all(c.passed for c in r.sanity.values()), r.sanity
     assert r.sanity["large_eps"].threshold == 0.05
@@ -229,7 +232,7 @@ def test_sanity_flags_trip_on_a_gradient_masked_model(random_start):
     masked = Quantised(trained_digits_net())
     x, y = digits()[2], digits()[3]
     threat = THREAT.with_(random_start=random_start)
-    r = evaluate(masked, x, y, threat, attacks=("pgd",), pgd_steps=10, n_examples=200)
+    r = evaluate(masked, x, y, threat, attacks=("pgd",), settings=PGD10, n_examples=200)
     assert not r.sanity["large_eps"].passed, r.sanity
     assert r.sanity["large_eps"].value > 0.05
     if not random_start:  # PGD does not move at all: nothing below clean either
@@ -248,7 +251,7 @@ def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
         y,
         THREAT,
         attacks=("pgd", "autoattack"),
-        pgd_steps=10,
+        settings=PGD10,
         n_examples=150,
     )
     assert r.columns[-1] == "AutoAttack (standard)"
@@ -266,7 +269,7 @@ def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
         y,
         THREAT.with_(random_start=False),
         attacks=("pgd", "autoattack"),
-        pgd_steps=10,
+        settings=PGD10,
         n_examples=150,
     )
     gap = r.sanity["autoattack_gap"]
@@ -278,7 +281,7 @@ def test_autoattack_flags_with_fake_autoattacks(monkeypatch):
 def test_evaluate_with_a_real_autoattack_component():
     net = trained_digits_net()
     x, y = digits()[2], digits()[3]
-    r = evaluate(net, x, y, THREAT, attacks=("pgd", "apgd-ce"), pgd_steps=10, n_examples=24)
+    r = evaluate(net, x, y, THREAT, attacks=("pgd", "apgd-ce"), settings=PGD10, n_examples=24)
     assert r.columns == ["clean", "PGD-10 (CE, BN eval)", "AutoAttack (apgd-ce)"]
     assert r.attacks["AutoAttack (apgd-ce)"]["attacks_to_run"] == ["apgd-ce"]
     assert r.sanity["autoattack_not_weaker_than_pgd"].passed, r.sanity
@@ -304,7 +307,7 @@ def test_the_gap_diagnosis_tells_weak_pgd_from_masked_gradients(monkeypatch):
         y,
         crippled,
         attacks=("pgd", "autoattack"),
-        pgd_steps=10,
+        settings=PGD10,
         n_examples=60,
     )
     assert not r.sanity["autoattack_gap"].passed
@@ -317,8 +320,119 @@ def test_the_gap_diagnosis_tells_weak_pgd_from_masked_gradients(monkeypatch):
         y,
         THREAT.with_(random_start=False),
         attacks=("pgd", "autoattack"),
-        pgd_steps=10,
+        settings=PGD10,
         n_examples=60,
     )
     masked = r.sanity["gap_closed_by_gradient_attacks"]
     assert not masked.passed and masked.value < 0.2, masked
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_resolve_each_attacks_declared_defaults_and_the_runs_config():
+    from afa.evaluation.runs import eval_settings
+    from afa.runs import EvalConfig
+
+    default = EvalSettings()
+    assert default.attack_options("pgd") == {"steps": 20}
+    assert default.attack_options("cw") == {"steps": 30}
+    assert default.attack_options("autoattack") == {}
+    # the run config's defaults are the attacks' own: one evaluation either way
+    config = eval_settings(EvalConfig())
+    for name in ("pgd", "cw", "autoattack", "apgd-t"):
+        assert config.attack_options(name) == default.attack_options(name)
+    assert (config.batch_size, config.seed) == (default.batch_size, default.seed)
+    # --steps reaches every attack that has steps, and only those
+    steps = eval_settings(EvalConfig(cw_steps=50), steps=7)
+    assert steps.attack_options("pgd") == steps.attack_options("cw") == {"steps": 7}
+    assert steps.attack_options("square") == {}
+    # --attack-option over the run's own, per attack and key
+    mixed = eval_settings(EvalConfig(pgd_steps=9), attack_options={"cw": {"steps": 3}})
+    assert mixed.attack_options("pgd") == {"steps": 9}
+    assert mixed.attack_options("cw") == {"steps": 3}
+
+
+def test_settings_refuse_unknown_attacks_keys_and_types_by_name():
+    from afa.evaluation.runs import eval_settings
+    from afa.runs import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"eval.attack_options.*did you mean 'pgd'"):
+        EvalSettings({"pgf": {"steps": 3}})
+    with pytest.raises(ConfigError, match=r"eval.attack_options.cw.step'.*did you mean"):
+        EvalSettings({"cw": {"step": 3}})
+    with pytest.raises(ConfigError, match=r"eval.attack_options.cw.steps: expected an integer"):
+        EvalSettings({"cw": {"steps": "many"}})
+    with pytest.raises(ConfigError, match="no settings of its own"):
+        EvalSettings({"autoattack": {"steps": 3}})
+    with pytest.raises(ConfigError, match=r"eval.attack_options.pgd.steps: expected >= 1"):
+        build_attacks(["pgd"], nn.Identity(), THREAT, EvalSettings({"pgd": {"steps": 0}}), None)
+    # one spelling per setting in a run's config: the PGD steps keep their keys
+    with pytest.raises(ConfigError, match=r"set eval.pgd_steps instead"):
+        eval_settings(EvalConfig(attack_options={"pgd": {"steps": 5}}))
+
+
+def test_a_setting_without_a_default_is_refused_at_registration():
+    def no_default(model, threat, settings, generator, *, strength: float):
+        raise AssertionError("never built")
+
+    with pytest.raises(TypeError, match="'strength' needs a type and a default"):
+        register_attack("test-no-default")(no_default)
+    assert "test-no-default" not in EVAL_ATTACKS
+
+
+def test_settings_round_trip_through_eval_json(tmp_path):
+    net = trained_digits_net()
+    x, y = digits()[2], digits()[3]
+    settings = EvalSettings({"cw": {"steps": 4}}, steps=None, batch_size=32, seed=5)
+    r = evaluate(
+        net, x, y, THREAT, attacks=("pgd", "cw"), settings=settings, n_examples=40, sanity=False
+    )
+    write_eval_json(r, tmp_path / "eval.json")
+    record = json.loads((tmp_path / "eval.json").read_text())
+    assert record["settings"] == {
+        "batch_size": 32,
+        "seed": 5,
+        "attack_options": {"pgd": {"steps": 20}, "cw": {"steps": 4}},
+    }
+    back = EvalSettings.from_record(record["settings"])
+    assert back.record(["pgd", "cw"]) == record["settings"]
+    for name in ("pgd", "cw"):
+        assert back.attack_options(name) == settings.attack_options(name)
+    # read back, the settings build the same evaluation
+    again = evaluate(
+        net, x, y, THREAT, attacks=("pgd", "cw"), settings=back, n_examples=40, sanity=False
+    )
+    assert (
+        again.columns
+        == r.columns
+        == ["clean", "PGD-20 (CE, BN eval)", "PGD-4 (CW margin, BN eval)"]
+    )
+    assert torch.equal(again.correct, r.correct)
+    assert record["attacks"]["PGD-4 (CW margin, BN eval)"]["steps"] == 4
+
+
+def test_sanity_checks_record_their_numbers_and_the_report_reads_them(tmp_path):
+    from afa.report import load_run, sanity_messages
+
+    masked = Quantised(trained_digits_net())
+    x, y = digits()[2], digits()[3]
+    r = evaluate(masked, x, y, THREAT, attacks=("pgd",), settings=PGD10, n_examples=120)
+    large = r.sanity["large_eps"]
+    assert not large.passed
+    assert large.details == {"eps": 0.5, "steps": 10, "accuracy": large.value, "n_examples": 120}
+    mono = r.sanity["eps_monotone"].details
+    assert mono["multipliers"] == [0.25, 0.5, 1.0, 2.0] and len(mono["accuracies"]) == 4
+    assert mono["eps"] == pytest.approx([0.025, 0.05, 0.1, 0.2])
+    below = r.sanity["pgd_below_clean"]
+    assert below.value == pytest.approx(below.details["clean_acc"] - below.details["pgd_acc"])
+
+    write_eval_json(r, tmp_path / "run" / "eval.json")
+    record = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert record["sanity"]["large_eps"]["details"]["eps"] == 0.5
+    assert record["sanity"]["large_eps"]["description"].startswith("PGD-10 (CE")
+    # the report takes the radius from the field, not from the sentence
+    record["sanity"]["large_eps"]["description"] = "a sentence without numbers"
+    (tmp_path / "run" / "eval.json").write_text(json.dumps(record))
+    failed, _, _ = sanity_messages(load_run(tmp_path / "run"))
+    assert any(m.startswith("PGD at eps=0.5 still leaves") for m in failed), failed

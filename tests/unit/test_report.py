@@ -64,6 +64,7 @@ def _write_run(
                 "value": 0.0,
                 "threshold": 0.05,
                 "description": "PGD-20 (CE) accuracy at eps=0.5, a ball holding the mid-grey image",
+                "details": {"eps": 0.5, "steps": 20, "accuracy": 0.0, "n_examples": 360},
             },
             "pgd_below_clean": {
                 "passed": True,
@@ -303,6 +304,7 @@ def test_sanity_messages_for_every_known_check():
             "value": 0.4,
             "threshold": 0.05,
             "description": "PGD-20 (CE) accuracy at eps=0.5, ...",
+            "details": {"eps": 0.5, "steps": 20, "accuracy": 0.4, "n_examples": 500},
         },
         "eps_monotone": {"passed": False, "value": 0.06, "threshold": 0.02, "description": ""},
         "pgd_below_clean": {"passed": False, "value": 0.0, "threshold": 0.0, "description": ""},
@@ -340,6 +342,7 @@ def test_a_gap_that_gradient_attacks_close_is_explained_not_failed(tmp_path):
         "value": 0.156,
         "threshold": 0.1,
         "description": "PGD-20 (CE, BN eval) accuracy run alone minus the worst case ...",
+        "details": {"attack": "PGD-20 (CE, BN eval)", "steps": 20, "pgd_acc": 0.5},
     }
     closed = {"passed": True, "value": 0.95, "threshold": 0.8, "description": ""}
     run = RunSummary(name="r", path=tmp_path)
@@ -353,3 +356,41 @@ def test_a_gap_that_gradient_attacks_close_is_explained_not_failed(tmp_path):
     run.sanity["gap_closed_by_gradient_attacks"] = {**closed, "passed": False, "value": 0.3}
     failed, explained, passed = sanity_messages(run)
     assert explained == [] and len(failed) == 2 and "masked gradients" in failed[1]
+
+
+def test_an_eval_json_from_before_the_sanity_fields_still_renders(tmp_path):
+    """Sanity checks written without ``details`` (older eval.json files): the sentences
+    say which numbers were not recorded instead of reading them out of the descriptions."""
+    run = _write_run(
+        tmp_path / "runs",
+        "old",
+        method="pgd-at",
+        clean=0.9,
+        robust=(0.6, 0.5, 0.3),
+        sanity_failed={"large_eps": 0.4},
+    )
+    record = json.loads((run / "eval.json").read_text())
+    for check in record["sanity"].values():
+        check.pop("details", None)
+    record["sanity"]["autoattack_gap"] = {
+        "passed": False,
+        "value": 0.2,
+        "threshold": 0.1,
+        "description": "PGD-20 (CE, BN eval) accuracy run alone minus the worst case ...",
+    }
+    record["sanity"]["gap_closed_by_gradient_attacks"] = {
+        "passed": True,
+        "value": 0.9,
+        "threshold": 0.8,
+        "description": "",
+    }
+    (run / "eval.json").write_text(json.dumps(record))
+    summary = load_run(run)
+    failed, explained, _ = sanity_messages(summary)
+    assert failed == [
+        "PGD at a very large radius (not recorded) still leaves 40.0% accuracy (it should be "
+        "about 0; threshold 5.0%): gradients may be masked; do not trust these robust accuracies."
+    ]
+    assert explained[0].startswith("PGD (CE, steps not recorded) is 20.0% above the worst case")
+    md = Path(compare([run], tmp_path / "report", title="old")["md"]).read_text()
+    assert "a very large radius (not recorded)" in md and "steps not recorded" in md

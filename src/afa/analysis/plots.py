@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from afa._io import atomic_open
+
 __all__ = ["plot_aligned_accuracy", "plot_distances", "plot_tsne", "save_figure"]
 
 SPLITS = (("clean", "Clean"), ("adversarial", "Adversarial (PGD)"))
@@ -21,10 +23,16 @@ _MARKERS = {"clean": "o", "adversarial": "x"}
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG (Agg canvas) and return the path."""
+    """Write ``fig`` as a PNG (Agg canvas) atomically and return the path.
+
+    The PNG is drawn into a temporary file beside ``path`` and renamed over it
+    (:func:`afa._io.atomic_open`): a process killed mid-write, or a drawing error, leaves
+    the previous figure in place instead of a truncated or empty PNG.
+    """
     path = Path(path)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from afa.analysis.runs import analyze_and_record
+from afa.analysis.runs import analyze_and_record, with_test_data
 from afa.attacks import ThreatModel
-from afa.data import Splits
+from afa.data import DataConfig, Splits
 from afa.evaluation.published import published_data
 from afa.models.robustbench import load_published
 from afa.runs import EvalConfig
@@ -31,20 +31,30 @@ def analyze_published(
     figures: bool = True,
     seed: int = 0,
     splits: Splits | None = None,
+    test_data: DataConfig | None = None,
 ) -> dict[str, Any]:
     """Analyse ``robustbench:NAME[@CHECKPOINT]``; write analysis.json (default ``runs/NAME``).
 
     ``n_test``: the first test examples (default all, as ``afa eval`` of a published model);
-    ``n_train``: a seeded random subset of the training set for centroids (default all).
+    ``n_train``: a seeded random subset of the training set for centroids (default all);
+    ``test_data``: another test set, as for a run.
     """
     model, entry, ckpt = load_published(spec, model_dir=model_dir)
+    splits = splits or published_data(entry, data_root)
+    own = DataConfig(name=entry.dataset, root=str(data_root))
+    splits, tested = with_test_data(splits, own, test_data, splits.info)
     return analyze_and_record(
         model,
-        splits or published_data(entry, data_root),
+        splits,
         ThreatModel(),
         EvalConfig(),
         Path(out_dir if out_dir is not None else Path("runs") / entry.name),
-        {"checkpoint": str(ckpt), "method": "robustbench", "robustbench": entry.name},
+        {
+            "checkpoint": str(ckpt),
+            "method": "robustbench",
+            "robustbench": entry.name,
+            "test_data": tested,
+        },
         k=k,
         n_test=n_test,
         n_train=n_train,

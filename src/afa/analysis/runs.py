@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from afa.analysis.analyze import analyze, write_analysis
 from afa.attacks import ThreatModel
-from afa.data import Splits, load_splits
+from afa.data import DataConfig, DatasetInfo, Splits, as_tensor, load_splits
+from afa.data.testset import load_test_data, own_test_record
 from afa.models import Classifier
-from afa.runs import EvalConfig, load_trained, resolve_device
+from afa.runs import EvalConfig, load_trained_run, resolve_device
 
 
 def analyze_run(
@@ -25,21 +25,33 @@ def analyze_run(
     figures: bool = True,
     seed: int = 0,
     splits: Splits | None = None,
+    test_data: DataConfig | None = None,
 ) -> dict[str, Any]:
     """Analyse the run's checkpoint under the run's own threat model; write analysis.json.
 
     ``n_test``: the first test examples (default: the run's ``eval.n_examples``, as
     ``afa eval``); ``n_train``: a seeded random
     subset of the training set for centroids and neighbours (default all).
+    ``test_data``: analyse the test split of that data instead of the run's own (checked
+    against the model first; centroids still come from the run's training set); the test
+    set is recorded under ``test_data`` either way.
     """
-    model, cfg, ckpt_path = load_trained(path, which=which)
+    run = load_trained_run(path, which=which)
+    model, cfg, ckpt_path = run.model, run.config, run.checkpoint
+    splits, tested = with_test_data(splits or load_splits(cfg.data), cfg.data, test_data, run.info)
     return analyze_and_record(
         model,
-        splits or load_splits(cfg.data),
+        splits,
         cfg.threat,
         cfg.eval,
         ckpt_path.parent,
-        {"checkpoint": str(ckpt_path), "method": cfg.method_name},
+        {
+            "checkpoint": str(ckpt_path),
+            # epoch, step and sha256: `afa compare` tells when the run has moved on since
+            "checkpoint_identity": run.identity.record() if run.identity else None,
+            "method": cfg.method_name,
+            "test_data": tested,
+        },
         k=k,
         n_test=n_test,
         n_train=n_train,
@@ -47,6 +59,17 @@ def analyze_run(
         figures=figures,
         seed=seed,
     )
+
+
+def with_test_data(
+    splits: Splits, data: DataConfig, test_data: DataConfig | None, info: DatasetInfo
+) -> tuple[Splits, dict[str, Any]]:
+    """``splits`` with the test split of ``test_data`` (checked against ``info``, the
+    model's facts) in place of its own, and the record of the test set analysed."""
+    if test_data is None:
+        return splits, own_test_record(data, splits.info, splits.test)
+    chosen = load_test_data(test_data, info)
+    return dataclasses.replace(splits, test=chosen.data), chosen.record
 
 
 def analyze_and_record(
@@ -76,10 +99,10 @@ def analyze_and_record(
     dev = resolve_device(device)
     result = analyze(
         model.to(dev),
-        torch.from_numpy(splits.train.images[:]),
-        torch.from_numpy(splits.train.labels[:]),
-        torch.from_numpy(splits.test.images[:n]),
-        torch.from_numpy(splits.test.labels[:n]),
+        as_tensor(splits.train.images[:]),
+        as_tensor(splits.train.labels[:]),
+        as_tensor(splits.test.images[:n]),
+        as_tensor(splits.test.labels[:n]),
         threat.with_(steps=e.pgd_steps, bn_mode="eval"),
         k=k,
         n_train=n_train,

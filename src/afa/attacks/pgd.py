@@ -21,6 +21,7 @@ def perturb(
     *,
     forward: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
+    init: Tensor | None = None,
 ) -> Tensor:
     """Adversarial examples by projected gradient ascent (PGD, Madry et al. 2018).
 
@@ -41,7 +42,9 @@ def perturb(
     of ``x``'s device.
 
     Restarts (``threat.restarts > 1``): independent runs; per example the final point with
-    the highest objective value is kept (one extra forward per restart).
+    the highest objective value is kept (one extra forward per restart). That is the point
+    to train on, not a worst case: robust accuracy counts an example broken when any
+    iterate of any restart is misclassified (:func:`perturb_worst_case`).
 
     Gradients are taken with respect to the input only (``torch.autograd.grad``); the
     parameters get ``requires_grad=False`` while crafting and their ``.grad`` is never
@@ -58,10 +61,12 @@ def perturb(
         objective: ``(forward(x_adv), y) -> (B,)`` loss to maximise.
         forward: what to attack, default ``model``; AFA passes a feature map.
         generator: RNG for the random start (reproducible attacks).
+        init: a start point instead of the (random) start, e.g. another attack's result;
+            projected onto the ball first. Every restart starts there (so use it with one).
 
     Returns:
         Detached adversarial inputs, same shape and dtype as ``x``. With
-        ``steps == 0`` or ``eps == 0``: a copy of ``x``.
+        ``steps == 0`` or ``eps == 0``: a copy of ``x`` (``init`` projected, if given).
 
     Shape:
         x: (B, ...) ; y: (B,) ; result: (B, ...).
@@ -72,16 +77,16 @@ def perturb(
     """
     x0 = x.detach()
     if threat.steps == 0 or threat.eps == 0 or x0.shape[0] == 0:
-        return x0.clone()
+        return x0.clone() if init is None else _project(init.detach(), x0, threat).to(x.dtype)
     fwd = model if forward is None else forward
 
     with attack_mode(model, threat.bn_mode), torch.enable_grad():
         if threat.restarts == 1:
-            return _run(fwd, x0, y, threat, objective, generator).to(x.dtype)
+            return _run(fwd, x0, y, threat, objective, generator, init).to(x.dtype)
         best = x0.clone()
         best_loss = torch.full((x0.shape[0],), float("-inf"), device=x0.device)
         for _ in range(threat.restarts):
-            adv = _run(fwd, x0, y, threat, objective, generator)
+            adv = _run(fwd, x0, y, threat, objective, generator, init)
             with torch.no_grad():
                 loss = objective(fwd(adv), y)
             better = loss > best_loss  # strict: ties keep the earlier restart
@@ -97,23 +102,41 @@ def _run(
     threat: ThreatModel,
     objective: Objective,
     generator: torch.Generator | None,
+    init: Tensor | None = None,
 ) -> Tensor:
     """One PGD run from a (random) start; returns a detached point in the ball and [0, 1]."""
-    adv = x0.clone()
-    if threat.random_start:
-        adv = _project(x0 + _random_start(x0, threat, generator), x0, threat)
+    adv = _start(x0, threat, generator, init)
     for _ in range(threat.steps):
         adv.requires_grad_(True)
         loss = objective(fwd(adv), y)
         _check_loss(loss, x0.shape[0])
         (grad,) = torch.autograd.grad(loss.sum(), adv)
-        with torch.no_grad():
-            if threat.norm == "linf":
-                adv = adv.detach() + threat.step_size * grad.sign()
-            else:
-                adv = adv.detach() + threat.step_size * grad / _l2(grad).clamp_min(1e-12)
-            adv = _project(adv, x0, threat)
+        adv = _step(adv, grad, x0, threat)
     return adv.detach()
+
+
+def _start(
+    x0: Tensor,
+    threat: ThreatModel,
+    generator: torch.Generator | None,
+    init: Tensor | None = None,
+) -> Tensor:
+    """The first iterate: ``init`` projected, else a random start, else ``x0`` (detached)."""
+    if init is not None:
+        return _project(init.detach().to(x0.dtype), x0, threat)
+    if threat.random_start:
+        return _project(x0 + _random_start(x0, threat, generator), x0, threat)
+    return x0.clone()
+
+
+@torch.no_grad()
+def _step(adv: Tensor, grad: Tensor, x0: Tensor, threat: ThreatModel) -> Tensor:
+    """One ascent step along ``grad`` (sign for Linf, L2-normalised for L2), projected."""
+    if threat.norm == "linf":
+        adv = adv.detach() + threat.step_size * grad.sign()
+    else:
+        adv = adv.detach() + threat.step_size * grad / _l2(grad).clamp_min(1e-12)
+    return _project(adv, x0, threat)
 
 
 def _project(adv: Tensor, x0: Tensor, threat: ThreatModel) -> Tensor:
@@ -146,6 +169,134 @@ def _random_start(x0: Tensor, threat: ThreatModel, generator: torch.Generator | 
 def _l2(t: Tensor) -> Tensor:
     """Per-example L2 norm, shaped to broadcast against ``t``: (B, 1, ..., 1)."""
     return t.flatten(1).norm(dim=1).view((-1,) + (1,) * (t.dim() - 1))
+
+
+def perturb_worst_case(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    objective: Objective,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """PGD for evaluation: per example, the first iterate of any restart that is misclassified.
+
+    :func:`perturb` keeps, per example, the restart whose final point has the highest
+    objective: the strongest point to train on, but not a worst case. A restart with a
+    lower loss may end misclassified while the highest-loss one does not, and an iterate
+    misclassified before the last step may be stepped back across the boundary. A robust
+    accuracy counts an example as broken as soon as any point found in the ball is
+    misclassified (as AutoAttack does, Croce & Hein 2020), so here every iterate of every
+    restart is checked (the start, each step, the final point): the first one with
+    ``argmax model(x_adv) != y`` is returned and that example is attacked no further, by
+    the remaining steps or restarts. An example no iterate misclassifies gets, as from
+    :func:`perturb`, the final point with the highest objective over its restarts. So
+    counting ``model(result).argmax(1) == y`` is the worst case over everything the
+    attack tried.
+
+    The iterates are :func:`perturb`'s (same start, step and projection; the first
+    restart draws the same random starts from the same generator state); each later
+    restart draws random starts only for the examples still correctly classified. Without
+    a random start every restart would repeat the first, so one is run. A point whose
+    logits are not finite counts as misclassified and is returned as it is, so the
+    caller's count meets the non-finite logits. Examples are attacked independently, which
+    holds for a model in eval mode (BN uses its running statistics).
+
+    Misclassification is judged on the logits of the forward that also gives the
+    gradient, so it costs one extra forward per restart (the final point); the model is
+    in eval mode throughout (``threat.bn_mode`` must be ``"eval"``: the evaluated
+    function is the model at inference). Gradients, parameter ``.grad`` and modes are
+    handled as in :func:`perturb`.
+
+    Args:
+        model: the classifier; ``model(x)`` returns logits.
+        x: clean inputs in [0, 1].
+        y: int labels.
+        threat: norm, eps, step_size, steps, random_start, restarts (``bn_mode="eval"``).
+        objective: ``(logits, y) -> (B,)`` loss to maximise (``cross_entropy``,
+            ``cw_margin``).
+        generator: RNG for the random starts (reproducible attacks).
+
+    Returns:
+        Detached adversarial inputs, same shape and dtype as ``x``; with ``steps == 0``
+        or ``eps == 0``, a copy of ``x``.
+
+    Raises:
+        ValueError: ``threat.bn_mode`` is not ``"eval"``.
+
+    Shape:
+        x: (B, ...); y: (B,); result: (B, ...).
+    """
+    if threat.bn_mode != "eval":
+        raise ValueError(
+            f"perturb_worst_case: threat.bn_mode must be 'eval', got {threat.bn_mode!r}"
+        )
+    x0 = x.detach()
+    if threat.steps == 0 or threat.eps == 0 or x0.shape[0] == 0:
+        return x0.clone()
+    n = x0.shape[0]
+    best = x0.clone()
+    best_loss = torch.full((n,), float("-inf"), device=x0.device)
+    broken = torch.zeros(n, dtype=torch.bool, device=x0.device)
+    with attack_mode(model, "eval"), torch.enable_grad():
+        for _ in range(threat.restarts if threat.random_start else 1):
+            live = (~broken).nonzero().squeeze(1)
+            if live.numel() == 0:
+                break
+            adv, wrong, loss = _run_until_wrong(
+                model, x0[live], y[live], threat, objective, generator
+            )
+            # strict: among unbroken restarts, ties keep the earlier one (as perturb)
+            keep = wrong | (loss > best_loss[live])
+            best[live[keep]] = adv[keep]
+            best_loss[live] = torch.where(keep, loss, best_loss[live])
+            broken[live] = wrong
+    return best.to(x.dtype)
+
+
+def _run_until_wrong(
+    model: nn.Module,
+    x0: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    objective: Objective,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One PGD run that stops, per example, at its first misclassified iterate.
+
+    Only the examples not yet misclassified are forwarded at each step.
+
+    Returns:
+        ``(adv, wrong, loss)``: where each example stopped (its first misclassified iterate,
+        else the final one), whether that point is misclassified (or has non-finite
+        logits), and the objective at the final iterate (``-inf`` where it stopped early).
+    """
+    n = x0.shape[0]
+    adv = _start(x0, threat, generator)
+    wrong = torch.zeros(n, dtype=torch.bool, device=x0.device)
+    loss_final = torch.full((n,), float("-inf"), device=x0.device)
+    active = torch.arange(n, device=x0.device)
+    for step in range(threat.steps + 1):
+        last = step == threat.steps  # the final point: judged, not stepped from
+        a = adv[active].requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
+            logits = model(a)
+            loss = objective(logits, y[active])
+        _check_loss(loss, active.shape[0])
+        with torch.no_grad():
+            hit = (logits.argmax(dim=1) != y[active]) | ~torch.isfinite(logits).all(dim=1)
+        wrong[active[hit]] = True
+        if last:
+            loss_final[active] = loss.detach().float()
+            break
+        (grad,) = torch.autograd.grad(loss.sum(), a)
+        go = ~hit
+        active = active[go]
+        if active.numel() == 0:
+            break
+        adv[active] = _step(a[go], grad[go], x0[active], threat)
+    return adv, wrong, loss_final
 
 
 def fgsm_threat(threat: ThreatModel) -> ThreatModel:

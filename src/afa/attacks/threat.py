@@ -23,7 +23,9 @@ class ThreatModel:
         step_size: PGD step (sign step for Linf, normalised-gradient step for L2).
         steps: PGD iterations (0 means no attack: the clean input).
         random_start: start from a uniform point in the ball.
-        restarts: independent PGD runs; the per-example worst one is kept.
+        restarts: independent PGD runs. Training keeps, per example, the run with the
+            highest final loss (``perturb``); evaluation counts an example as broken
+            when any iterate of any run is misclassified (``perturb_worst_case``).
         bn_mode: batch-norm mode while crafting: ``"eval"`` (default) or ``"train"``.
     """
 

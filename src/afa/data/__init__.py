@@ -22,10 +22,9 @@ from afa.data import (  # noqa: F401  (register the datasets)
 from afa.data.augment import make_augment, to_float
 from afa.data.base import DataConfig, DatasetInfo, ImageSet, Splits
 from afa.data.generated import load_generated
-from afa.data.loader import BatchLoader, MixedLoader, build_train_loader
+from afa.data.loader import BatchLoader, MixedLoader, as_tensor, build_train_loader
 from afa.data.registry import DATASETS, load_splits
 from afa.data.shift import CORRUPTIONS, EXTRA_CORRUPTIONS, load_cifar10_1, load_cifar_c
-from afa.data.synthetic import write_cifar_like
 
 __all__ = [
     "CORRUPTIONS",
@@ -37,6 +36,7 @@ __all__ = [
     "ImageSet",
     "MixedLoader",
     "Splits",
+    "as_tensor",
     "build_train_loader",
     "load_cifar10_1",
     "load_cifar_c",
@@ -44,5 +44,4 @@ __all__ = [
     "load_splits",
     "make_augment",
     "to_float",
-    "write_cifar_like",
 ]

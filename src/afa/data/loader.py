@@ -280,3 +280,15 @@ def build_train_loader(
         rank=rank,
         world_size=world_size,
     )
+
+
+def as_tensor(array: np.ndarray) -> Tensor:
+    """``array`` as a CPU tensor: shared when it is writable, else copied.
+
+    A memory-mapped dataset (an npz member, a decoded-image cache) is read-only, and torch
+    cannot share memory it may not write: ``torch.from_numpy`` would warn that the array is
+    not writable. Callers slice first, so only the examples used are copied.
+    """
+    if not array.flags.writeable:
+        array = np.array(array)
+    return torch.from_numpy(array)

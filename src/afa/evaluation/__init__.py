@@ -1,4 +1,4 @@
-"""L6 evaluation: registered evaluation attacks, the correctness matrix, the worst case per
+"""L7 evaluation: registered evaluation attacks, the correctness matrix, the worst case per
 example, sanity flags, eval.json."""
 
 from afa.evaluation.attacks import (
@@ -16,8 +16,9 @@ from afa.evaluation.record import (
     format_table,
     write_eval_json,
 )
-from afa.evaluation.robust import CLEAN, EvalResult, evaluate
-from afa.evaluation.sanity import SanityCheck, sanity_checks
+from afa.evaluation.result import CLEAN, EvalResult, SanityCheck
+from afa.evaluation.robust import evaluate
+from afa.evaluation.sanity import sanity_checks
 
 __all__ = [
     "CLEAN",

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from afa.data import to_float
+from afa.errors import NonFiniteError
 from afa.evaluation.attacks import AttackFn
 
 
@@ -75,7 +76,12 @@ def correct_on(
     desc: str | None = None,
 ) -> Tensor:
     """Whether ``model`` classifies ``attack(images[idx])`` correctly (``attack=None``:
-    the clean images): (len(idx),) bool, on the CPU."""
+    the clean images): (len(idx),) bool, on the CPU.
+
+    Raises:
+        NonFiniteError: a logit is NaN or infinite. ``argmax`` would still pick a class,
+            so a broken model would score about chance instead of failing.
+    """
     out = torch.zeros(idx.shape[0], dtype=torch.bool)
     chunks = list(torch.arange(idx.shape[0]).split(batch_size))
     if desc is not None:
@@ -90,5 +96,14 @@ def correct_on(
         if attack is not None:
             x = attack(x, y)
         with torch.no_grad():
-            out[chunk] = (model(x).argmax(dim=1) == y).cpu()
+            logits = model(x)
+        bad = ~torch.isfinite(logits).all(dim=1)
+        if bad.any():
+            where = "clean inputs" if attack is None else "attacked inputs"
+            first = int(sel[bad.nonzero()[0, 0].to(sel.device)])
+            raise NonFiniteError(
+                f"the model's logits are NaN or infinite on {int(bad.sum())} of "
+                f"{len(chunk)} examples ({where}; the first is test example {first})"
+            )
+        out[chunk] = (logits.argmax(dim=1) == y).cpu()
     return out

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from afa.attacks import ThreatModel
 from afa.data import DataConfig, Splits, load_splits
-from afa.evaluation.robust import EvalResult
+from afa.data.testset import load_test_data, own_test_record, test_only_splits
+from afa.evaluation.result import EvalResult
 from afa.evaluation.runs import check_overrides, evaluate_and_record
 from afa.evaluation.shift import ShiftRequest
 from afa.models.robustbench import PublishedModel, load_published
@@ -42,11 +43,13 @@ def evaluate_published(
     attacks: Sequence[str] | None = None,
     threat_overrides: dict[str, Any] | None = None,
     steps: int | None = None,
+    attack_options: Mapping[str, Mapping[str, Any]] | None = None,
     device: str = "auto",
     seed: int | None = None,
     sanity: bool = True,
     splits: Splits | None = None,
     shift: ShiftRequest | None = None,
+    test_data: DataConfig | None = None,
 ) -> tuple[EvalResult, Path]:
     """Evaluate ``robustbench:NAME[@CHECKPOINT]`` on its test set; write ``eval.json``.
 
@@ -56,8 +59,11 @@ def evaluate_published(
         out_dir: where eval.json goes (default ``runs/NAME``), so that ``afa compare`` and
             ``afa export`` read it like a run's.
         data_root: the data config's ``root`` holding CIFAR-10.
-        threat_overrides, steps: changes to the default threat model / PGD steps, applied
-            and recorded as ``afa eval`` does for a run.
+        threat_overrides, steps, attack_options: changes to the default threat model,
+            the attacks' steps and the attacks' own settings, applied and recorded as
+            ``afa eval`` does for a run.
+        test_data: another test set (its test split), checked against the model's dataset
+            (read from ``data_root`` for its facts).
         Other arguments as :func:`afa.evaluation.runs.evaluate_run`.
 
     Returns:
@@ -72,9 +78,16 @@ def evaluate_published(
         shift = dataclasses.replace(shift, shift_root=str(data_root))
     model, entry, ckpt = load_published(spec, model_dir=model_dir)
     out = Path(out_dir if out_dir is not None else Path("runs") / entry.name) / "eval.json"
+    splits = splits or published_data(entry, data_root)
+    if test_data is not None:
+        chosen = load_test_data(test_data, splits.info)
+        splits, tested = test_only_splits(chosen.data, splits.info), chosen.record
+    else:
+        own = DataConfig(name=entry.dataset, root=str(data_root))
+        tested = own_test_record(own, splits.info, splits.test)
     return evaluate_and_record(
         model,
-        splits or published_data(entry, data_root),
+        splits,
         ThreatModel(),
         EvalConfig(),
         out,
@@ -89,9 +102,11 @@ def evaluate_published(
                 "threat": entry.threat,
                 "model_options": dict(entry.options),
             },
+            "test_data": tested,
         },
         threat_overrides=threat_overrides,
         steps=steps,
+        attack_options=attack_options,
         attacks=attacks,
         n_examples=n_examples,
         batch_size=batch_size,

@@ -14,7 +14,7 @@ import torch
 import afa
 from afa._io import write_json
 from afa.attacks import format_radius
-from afa.evaluation.robust import CLEAN, EvalResult
+from afa.evaluation.result import CLEAN, EvalResult
 
 
 def eval_record(result: EvalResult, *, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -22,6 +22,10 @@ def eval_record(result: EvalResult, *, extra: Mapping[str, Any] | None = None) -
 
     ``extra`` (e.g. ``dataset``, ``model``, ``method``, ``checkpoint``,
     ``threat_overrides``) is merged at the top level; it may not replace a measured key.
+    ``settings`` (when the result carries them) holds the evaluation attacks' settings,
+    each attack's resolved (:meth:`EvalSettings.record`, read back by
+    :meth:`EvalSettings.from_record`); each sanity check keeps the numbers behind its value
+    under ``details``.
     """
     import pyautoattack
 
@@ -50,15 +54,7 @@ def eval_record(result: EvalResult, *, extra: Mapping[str, Any] | None = None) -
         },
         "robust_acc": result.robust_acc,
         "n_robust": int(result.worst_case.sum()),
-        "sanity": {
-            name: {
-                "passed": c.passed,
-                "value": c.value,
-                "threshold": c.threshold,
-                "description": c.description,
-            }
-            for name, c in result.sanity.items()
-        },
+        "sanity": {name: c.record() for name, c in result.sanity.items()},
         "versions": {
             "afa": afa.__version__,
             "torch": torch.__version__,
@@ -68,6 +64,8 @@ def eval_record(result: EvalResult, *, extra: Mapping[str, Any] | None = None) -
         "seed": result.seed,
         "time_s": result.time_s,
     }
+    if result.settings is not None:
+        record["settings"] = result.settings.record(result.attack_names)
     clash = sorted(set(extra) & set(record))
     if clash:
         raise ValueError(f"write_eval_json: extra may not replace {clash}")

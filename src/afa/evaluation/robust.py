@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,66 +19,8 @@ from afa.attacks import ThreatModel, attack_mode
 from afa.errors import ConfigError
 from afa.evaluation.attacks import EVAL_ATTACKS, EvalSettings, build_attacks
 from afa.evaluation.matrix import correctness_matrix
-from afa.evaluation.sanity import SanityCheck, sanity_checks
-
-CLEAN = "clean"
-
-
-@dataclass
-class EvalResult:
-    """The outcome of :func:`evaluate`.
-
-    Attributes:
-        threat: the evaluation's threat model (the run's, with any requested change; BN in
-            eval mode). Each attack's exact settings are in ``attacks``.
-        columns: ``["clean", <attack label>, ...]`` in the order they were run.
-        correct: ``correct[i, k]``: example i is classified correctly after the attacks of
-            columns 1..k (a point not attacked because an earlier column already failed is
-            False). Column 0 is clean accuracy.
-        attacks: per attack label, every setting it ran with (for PGD the whole threat
-            model and ``objective``; for AutoAttack ``version``), ``name``, and its cost
-            (``n_attacked``, ``time_s``).
-        sanity: the flags of :func:`sanity_checks`, by name (empty when not run).
-        seed: seed of the random starts (PGD) and of AutoAttack.
-        time_s: wall time of the whole evaluation.
-
-    Shape:
-        correct: (n_examples, len(columns)) bool.
-    """
-
-    threat: ThreatModel
-    columns: list[str]
-    correct: Tensor
-    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    sanity: dict[str, SanityCheck] = field(default_factory=dict)
-    seed: int = 0
-    time_s: float = 0.0
-
-    @property
-    def n_examples(self) -> int:
-        return int(self.correct.shape[0])
-
-    def n_correct(self, column: str) -> int:
-        return int(self.correct[:, self.columns.index(column)].sum())
-
-    def acc(self, column: str) -> float:
-        """Accuracy of a column: its count of correct examples divided once by n."""
-        return self.n_correct(column) / self.n_examples
-
-    @property
-    def clean_acc(self) -> float:
-        return self.acc(CLEAN)
-
-    @property
-    def worst_case(self) -> Tensor:
-        """Per example: correct under every column (the AND over the row)."""
-        return self.correct.all(dim=1)
-
-    @property
-    def robust_acc(self) -> float:
-        """Worst case over all attacks run, per example, then counted once."""
-        return int(self.worst_case.sum()) / self.n_examples
-
+from afa.evaluation.result import CLEAN, EvalResult
+from afa.evaluation.sanity import sanity_checks
 
 # --------------------------------------------------------------------------- evaluation
 
@@ -92,11 +32,8 @@ def evaluate(
     threat: ThreatModel,
     *,
     attacks: Sequence[str] = ("pgd", "cw", "autoattack"),
-    pgd_steps: int = 20,
-    cw_steps: int = 30,
-    batch_size: int = 256,
+    settings: EvalSettings | None = None,
     device: torch.device | str | None = None,
-    seed: int = 0,
     n_examples: int | None = None,
     sanity: bool = True,
     progress: bool = False,
@@ -106,10 +43,10 @@ def evaluate(
     Attacks are registered evaluation attacks (:mod:`afa.evaluation.attacks`), run in the
     order given, each only on the examples still robust:
 
-    * ``"pgd"``: "PGD-{pgd_steps} (CE, BN eval)" — :func:`perturb` with cross-entropy
-      (Madry et al. 2018);
-    * ``"cw"``: "PGD-{cw_steps} (CW margin, BN eval)" — :func:`perturb` on the
-      Carlini-Wagner margin (the "CW∞" of TRADES/MART/AFA tables);
+    * ``"pgd"``: "PGD-{steps} (CE, BN eval)" — :func:`perturb` with cross-entropy
+      (Madry et al. 2018), 20 steps unless ``settings`` says otherwise;
+    * ``"cw"``: "PGD-{steps} (CW margin, BN eval)" — :func:`perturb` on the
+      Carlini-Wagner margin (the "CW∞" of TRADES/MART/AFA tables), 30 steps by default;
     * ``"autoattack"``: "AutoAttack (standard)" (Croce & Hein 2020), or one component
       (``"apgd-ce"``, ``"apgd-t"``, ``"fab-t"``, ``"square"``, ...) run alone.
 
@@ -119,8 +56,8 @@ def evaluate(
     only ``norm`` and ``eps``. Each attack's settings are recorded with its result.
 
     The model is in eval mode throughout (its modes are restored afterwards). Random starts
-    come from a local ``torch.Generator`` seeded with ``seed`` (on the CPU, so CPU and GPU
-    evaluations draw the same starts); the global RNG is not touched.
+    come from a local ``torch.Generator`` seeded with ``settings.seed`` (on the CPU, so CPU
+    and GPU evaluations draw the same starts); the global RNG is not touched.
 
     Args:
         model: classifier taking inputs in [0, 1].
@@ -129,22 +66,21 @@ def evaluate(
         labels: int labels.
         threat: the evaluation's threat model.
         attacks: registered names (``afa.evaluation.attacks.EVAL_ATTACKS``), in order.
-        pgd_steps: steps of "PGD (CE)" and of the sanity checks' PGD.
-        cw_steps: steps of "PGD (CW margin)".
-        batch_size: examples per attack batch.
+        settings: each attack's own settings (the steps of "pgd" are also those of the
+            sanity checks' PGD), the batch size and the seed; default: every default.
         device: where to compute; default: the model's device.
-        seed: seed of the random starts and of AutoAttack.
         n_examples: evaluate the first ``n_examples`` only.
         sanity: run :func:`sanity_checks` (on at most 500 examples).
         progress: show a progress bar per attack.
 
     Returns:
-        An :class:`EvalResult` with the correctness matrix.
+        An :class:`EvalResult` with the correctness matrix and the settings it ran with.
 
     Shape:
         images: (N, C, H, W); labels: (N,).
     """
     start = time.perf_counter()
+    settings = settings if settings is not None else EvalSettings()
     unknown = [a for a in attacks if a not in EVAL_ATTACKS]
     if unknown:
         raise ConfigError(f"eval.attacks: unknown {unknown}; choose from {EVAL_ATTACKS.names()}")
@@ -163,7 +99,7 @@ def evaluate(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     threat = threat.with_(bn_mode="eval")
-    settings = EvalSettings(pgd_steps, cw_steps, batch_size, seed)
+    seed = settings.seed
     plan = build_attacks(
         list(attacks), model, threat, settings, torch.Generator().manual_seed(seed)
     )
@@ -173,7 +109,7 @@ def evaluate(
             images,
             labels,
             [(a.label, a.run) for a in plan],
-            batch_size=batch_size,
+            batch_size=settings.batch_size,
             device=device,
             progress=progress,
             chunks=[a.chunk for a in plan],
@@ -187,7 +123,8 @@ def evaluate(
             }
             for k, a in enumerate(plan)
         }
-        result = EvalResult(threat, [CLEAN] + [a.label for a in plan], correct, info, seed=seed)
+        columns = [CLEAN] + [a.label for a in plan]
+        result = EvalResult(threat, columns, correct, info, seed=seed, settings=settings)
         if sanity and threat.eps > 0:
             result.sanity = sanity_checks(
                 model,
@@ -196,8 +133,7 @@ def evaluate(
                 result,
                 attacked,
                 {a.label: a for a in plan},
-                pgd_steps=pgd_steps,
-                batch_size=batch_size,
+                settings=settings,
                 device=device,
                 generator=torch.Generator().manual_seed(seed + 1),
             )

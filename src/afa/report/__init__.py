@@ -1,4 +1,4 @@
-"""L7 report: several runs side by side in one Markdown / self-contained HTML / JSON report.
+"""L8 report: several runs side by side in one Markdown / self-contained HTML / JSON report.
 
 :func:`compare` reads each run directory (``config.yaml``, ``metrics.jsonl``, ``eval.json``,
 ``analysis.json`` and its figures), tolerating any missing piece, and writes ``report.md``,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 
 from afa._io import read_jsonl
 from afa.attacks.threat import format_radius
-from afa.config import parse_number
+from afa.config import parse_number, parse_yaml
 from afa.errors import ConfigError
 
 __all__ = ["RunSummary", "load_run", "sanity_messages"]
@@ -39,6 +38,8 @@ class RunSummary:
         restates: the analysis's "alignment only restates accuracy" flags by split.
         lipschitz: mean empirical local Lipschitz constant.
         separation: the analysis's input-separation finding, in words.
+        test_set: the test set eval.json scored (``npz:held.npz``, ``digits test split``).
+        own_test_set: whether it is the run's own test split (False: ``--test-data``).
         shift: accuracy on each natural-shift test set of eval.json (``shift.cifar10.1``).
         corruption_acc: corruption accuracy (CA, the mean over corruptions and severities).
         corruptions: eval.json's ``shift.corruptions`` record (per corruption and severity).
@@ -51,6 +52,8 @@ class RunSummary:
         alignment_rows: per input kind (clean, adversarial), the alignment measurements.
         analysis_setup: what the analysis measured on (samples, adversary), in words.
         figures: analysis figure name -> path.
+        moved_on: one sentence per result file (eval.json, analysis.json) whose recorded
+            checkpoint the run's checkpoint no longer is (a later epoch, a re-trained run).
         notes: what is missing or unreadable.
     """
 
@@ -63,6 +66,8 @@ class RunSummary:
     clean_acc: float | None = None
     robust_acc: float | None = None
     n_examples: int | None = None
+    test_set: str | None = None
+    own_test_set: bool = True
     attacks: dict[str, float | None] = field(default_factory=dict)
     aligned_clean: float | None = None
     aligned_adv: float | None = None
@@ -81,6 +86,7 @@ class RunSummary:
     alignment_rows: list[dict[str, Any]] = field(default_factory=list)
     analysis_setup: str | None = None
     figures: dict[str, Path] = field(default_factory=dict)
+    moved_on: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
@@ -96,6 +102,8 @@ class RunSummary:
             "attacks": dict(self.attacks),
             "robust_acc": self.robust_acc,
             "n_examples": self.n_examples,
+            "test_set": self.test_set,
+            "own_test_set": self.own_test_set,
             "aligned_clean": self.aligned_clean,
             "aligned_adv": self.aligned_adv,
             "alignment_restates_accuracy": dict(self.restates),
@@ -107,6 +115,7 @@ class RunSummary:
             "adversarial_epochs": self.adversarial_epochs,
             "epochs": dict(self.epochs),
             "sanity_failed": [n for n, c in self.sanity.items() if c.get("passed") is False],
+            "checkpoint_moved_on": list(self.moved_on),
             "notes": list(self.notes),
         }
 
@@ -149,9 +158,9 @@ def _read_config(path: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.is_file():
         notes.append("no config.yaml")
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    try:  # within the bounds of a config (a run directory may come from anywhere)
+        data = parse_yaml(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         notes.append(f"config.yaml unreadable ({exc.__class__.__name__})")
         return None
     return data if isinstance(data, dict) else None
@@ -223,6 +232,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunSummary:
         if isinstance(ev.get("adversarial_epochs"), int):
             run.adversarial_epochs = ev["adversarial_epochs"]
         _read_shift(run, ev.get("shift"))
+        _read_test_set(run, ev.get("test_data"))
     if run.threat is None and cfg is not None and isinstance(cfg.get("threat"), dict):
         run.threat = _describe_threat(cfg["threat"])
     if run.adversarial_epochs is None and cfg is not None:
@@ -250,6 +260,10 @@ def load_run(path: str | Path, name: str | None = None) -> RunSummary:
                 else:
                     run.notes.append(f"analysis figure {file} missing")
 
+    for what, record in (("eval.json", ev), ("analysis.json", an)):
+        if record is not None:
+            _check_checkpoint(run, record, what)
+
     times = [_num(r.get("time_s")) for r in run.metrics]
     if run.metrics and all(t is not None for t in times):
         run.train_time_s = float(sum(times))  # type: ignore[arg-type]
@@ -259,6 +273,41 @@ def load_run(path: str | Path, name: str | None = None) -> RunSummary:
         if isinstance(epoch, int):
             run.epochs[stage] = max(run.epochs.get(stage, 0), epoch)
     return run
+
+
+def _read_test_set(run: RunSummary, tested: Any) -> None:
+    """eval.json's ``test_data``; an eval.json without it scored the run's own test split."""
+    label = _get(tested, "label")
+    run.own_test_set = _get(tested, "own") is not False
+    if isinstance(label, str) and label:
+        run.test_set = label
+    elif run.own_test_set:
+        run.test_set = f"{run.dataset} test split" if run.dataset else "the run's test split"
+    else:
+        run.test_set = "another test set"
+        run.notes.append("eval.json names no test set under test_data")
+
+
+def _check_checkpoint(run: RunSummary, record: dict[str, Any], what: str) -> None:
+    """Is the run's checkpoint still the one ``what`` measured? A sentence in
+    ``run.moved_on`` when not; a note when ``what`` does not say which one it measured."""
+    from afa.runs import checkpoint_moved_on
+
+    identity = record.get("checkpoint_identity")
+    if not isinstance(identity, dict):
+        if record.get("checkpoint") and any(run.path.glob("*.pt")):
+            run.notes.append(
+                f"{what} does not record which checkpoint it measured (epoch, step, sha256), "
+                "so whether the run has moved on since cannot be told"
+            )
+        return
+    try:
+        sentence = checkpoint_moved_on(run.path, identity, what)
+    except OSError as exc:  # a checkpoint that cannot be read now: say so, never raise
+        run.notes.append(f"{what}: its checkpoint could not be checked ({exc})")
+        return
+    if sentence:
+        run.moved_on.append(sentence)
 
 
 def _read_shift(run: RunSummary, shift: Any) -> None:
@@ -311,9 +360,12 @@ def _analysis_setup(an: dict[str, Any]) -> str | None:
     if isinstance(tm, dict):
         adversary = f"{adversary}, {_describe_threat(tm).split(',')[0]}"
     k = an.get("k")
-    return f"the first {n} test samples (those `afa eval` scores), adversary {adversary}" + (
-        f", kNN with k = {k}" if k else ""
-    )
+    label = _get(an, "test_data", "label")
+    if _get(an, "test_data", "own") is False and isinstance(label, str):
+        samples = f"the first {n} samples of the test set {label}"
+    else:
+        samples = f"the first {n} test samples (those `afa eval` scores)"
+    return f"{samples}, adversary {adversary}" + (f", kNN with k = {k}" if k else "")
 
 
 def _separation_words(sep: Any) -> str | None:
@@ -369,6 +421,10 @@ def sanity_messages(run: RunSummary) -> tuple[list[str], list[str], list[str]]:
     accuracies; unknown check names fall back to eval.json's own description. A PGD-to-worst-
     case gap that gradient-based APGD closes (``gap_closed_by_gradient_attacks`` passed) is
     PGD's weakness, not masking: it is explained, and the worst case stands.
+
+    Numbers come from each check's fields (``value``, ``threshold`` and its ``details``:
+    the radius, the steps), never from its sentence; a check written before ``details``
+    existed is told without them (the radius or the steps "not recorded").
     """
     failed, explained, passed = [], [], []
     gap_closed = run.sanity.get("gap_closed_by_gradient_attacks", {})
@@ -378,9 +434,10 @@ def sanity_messages(run: RunSummary) -> tuple[list[str], list[str], list[str]]:
             continue
         value, thr = _num(check.get("value")), _num(check.get("threshold"))
         desc = str(check.get("description") or "")
+        details = check.get("details") if isinstance(check.get("details"), dict) else {}
         if name == "large_eps":
-            m = re.search(r"eps=([0-9.eE+-]+)", desc)
-            radius = f"eps={m.group(1)}" if m else "a very large radius"
+            eps = _num(details.get("eps"))
+            radius = "a very large radius (not recorded)" if eps is None else f"eps={eps:.4g}"
             failed.append(
                 f"PGD at {radius} still leaves {_pct(value)} accuracy (it should be about 0; "
                 f"threshold {_pct(thr)}): gradients may be masked; do not trust these robust accuracies."
@@ -405,7 +462,7 @@ def sanity_messages(run: RunSummary) -> tuple[list[str], list[str], list[str]]:
         elif name == "autoattack_gap" and gap_closed.get("passed") is True:
             share = _pct(_num(gap_closed.get("value")))
             explained.append(
-                f"PGD-{_pgd_steps(desc)} (CE) is {_pct(value)} above the worst case over all "
+                f"{_pgd_name(details)} is {_pct(value)} above the worst case over all "
                 f"attacks (allowed {_pct(thr)}), but the gradient-based APGD-CE and APGD-T "
                 f"break {share} of the points it missed: PGD is weak at this radius, the "
                 "gradients are not masked. Read the worst-case column; PGD-based numbers "
@@ -432,7 +489,10 @@ def sanity_messages(run: RunSummary) -> tuple[list[str], list[str], list[str]]:
     return failed, explained, passed
 
 
-def _pgd_steps(description: str) -> str:
-    """The step count in a check's description (``PGD-20 (CE...``), else ``N``."""
-    m = re.search(r"PGD-(\d+)", description)
-    return m.group(1) if m else "N"
+def _pgd_name(details: dict[str, Any]) -> str:
+    """``PGD-20 (CE)`` from a check's recorded steps; ``PGD (CE, steps not recorded)``
+    for a check written without them."""
+    steps = details.get("steps")
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        return f"PGD-{steps} (CE)"
+    return "PGD (CE, steps not recorded)"

@@ -12,6 +12,7 @@ import base64
 import datetime as _dt
 import html
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,11 @@ from afa.report.figures import plot_corruption_severity, plot_tradeoff, plot_tra
 
 __all__ = ["compare"]
 
+log = logging.getLogger("afa")
+
 MISSING = "—"
+MOVED_ON = "‡"
+"""Marks a run whose checkpoint changed after its eval.json or analysis.json was written."""
 FIGURE_DIR = "report_figures"
 _ANALYSIS_CAPTIONS = {
     "tsne": "t-SNE of penultimate features (clean: dots, PGD: crosses)",
@@ -96,10 +101,17 @@ def _common(values: list[str | None]) -> str | None:
     return present.pop() if len(present) == 1 else None
 
 
+def _chosen_test_sets(rep: _Report) -> bool:
+    """Whether any run was scored on a test set other than its own (``afa eval --test-data``)."""
+    return any(not r.own_test_set for r in rep.runs)
+
+
 def _columns(rep: _Report) -> list[str]:
     cols = ["#", "Run", "Method", "Model"]
     if rep.common["dataset"] is None:
         cols.append("Dataset")
+    if _chosen_test_sets(rep):  # the test set travels with every row copied out of the table
+        cols.append("Test set")
     if rep.common["threat"] is None:
         cols.append("Threat model")
     cols += ["Clean (%)"] + [f"{a} (%)" for a in rep.attacks] + ["Worst case (%)"]
@@ -113,9 +125,12 @@ def _cells(rep: _Report, i: int, run: RunSummary) -> list[str]:
     def aligned(x: float | None, split: str) -> str:
         return _pct(x) + (" †" if x is not None and run.restates.get(split) else "")
 
-    cells = [str(i + 1), run.name, run.method or MISSING, run.model or MISSING]
+    name = run.name + (f" {MOVED_ON}" if run.moved_on else "")
+    cells = [str(i + 1), name, run.method or MISSING, run.model or MISSING]
     if rep.common["dataset"] is None:
         cells.append(run.dataset or MISSING)
+    if _chosen_test_sets(rep):
+        cells.append(run.test_set or MISSING)
     if rep.common["threat"] is None:
         cells.append(run.threat or MISSING)
     cells += [_pct(run.clean_acc)] + [_pct(run.attacks.get(a)) for a in rep.attacks]
@@ -146,6 +161,11 @@ def _legend(rep: _Report) -> list[str]:
     if any(_failed(r) for r in rep.runs):
         lines.append(
             '⚠ a sanity check of this evaluation failed: see "Sanity checks"; do not trust that robust accuracy.'
+        )
+    if any(r.moved_on for r in rep.runs):
+        lines.append(
+            f"{MOVED_ON} the run's checkpoint has changed since its eval.json or analysis.json "
+            'was written: those numbers describe earlier weights (see "Notes").'
         )
     if any(r.restates.get(s) for r in rep.runs for s in ("clean", "adversarial")):
         lines.append(
@@ -248,6 +268,10 @@ def _context(rep: _Report) -> list[str]:
         lines.append(f"Dataset: {rep.common['dataset']}.")
     else:
         lines.append("Runs use different datasets: compare rows of the same dataset only.")
+    if _chosen_test_sets(rep) and rep.common["test_set"] is None:
+        lines.append(
+            "Runs were scored on different test sets: compare rows of the same test set only."
+        )
     if rep.common["threat"]:
         lines.append(f"Threat model (evaluation): {rep.common['threat']}.")
     elif any(r.threat for r in rep.runs):
@@ -283,7 +307,16 @@ _ALIGN_COLS = [
     "Margin AUC",
     "Cos gap",
 ]
-_TEXT_COLS = {"Run", "Method", "Model", "Dataset", "Threat model", "Input", "Corruption"}
+_TEXT_COLS = {
+    "Run",
+    "Method",
+    "Model",
+    "Dataset",
+    "Test set",
+    "Threat model",
+    "Input",
+    "Corruption",
+}
 
 
 def _alignment_table(rep: _Report) -> list[list[str]]:
@@ -426,7 +459,7 @@ def _render_md(rep: _Report, out_dir: Path) -> str:
     missing = [r.name for r in rep.runs if not r.figures]
     if missing:
         out += [f"No analysis figures (run `afa analyze`): {', '.join(missing)}.", ""]
-    notes = [(r.name, n) for r in rep.runs for n in r.notes]
+    notes = [(r.name, n) for r in rep.runs for n in [*r.moved_on, *r.notes]]
     if notes:
         out += ["## Notes", ""] + [f"- **{name}**: {n}." for name, n in notes] + [""]
     return "\n".join(out)
@@ -567,7 +600,7 @@ def _render_html(rep: _Report) -> str:
             '<p class="note">No analysis figures (run <code>afa analyze</code>): '
             f"{e(', '.join(missing))}.</p>"
         )
-    notes = [(r.name, n) for r in rep.runs for n in r.notes]
+    notes = [(r.name, n) for r in rep.runs for n in [*r.moved_on, *r.notes]]
     if notes:
         parts.append("<h2>Notes</h2><ul>")
         parts += [f"<li><strong>{e(name)}</strong>: {e(n)}.</li>" for name, n in notes]
@@ -610,6 +643,9 @@ def compare(
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(p, name) for p, name in zip(paths, _unique_names(paths), strict=True)]
     runs.sort(key=_sort_key)
+    for run in runs:
+        for sentence in run.moved_on:
+            log.warning("warning: %s: %s", run.name, sentence)
     attacks: list[str] = []
     for run in runs:
         attacks += [a for a in run.attacks if a not in attacks]
@@ -619,6 +655,7 @@ def compare(
         attacks=attacks,
         common={
             "dataset": _common([r.dataset for r in runs]),
+            "test_set": _common([r.test_set for r in runs]),
             "threat": _common([r.threat for r in runs]),
         },
     )
@@ -647,6 +684,7 @@ def compare(
         "attacks": attacks,
         "shift": rep.shifts,
         "dataset": rep.common["dataset"],
+        "test_set": rep.common["test_set"],
         "threat_model": rep.common["threat"],
         "runs": [
             {

@@ -12,6 +12,7 @@ the caller can say so.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ from afa._io import write_json
 from afa.attacks import format_radius
 from afa.config import load_yaml
 from afa.errors import DataError
+from afa.runs import checkpoint_moved_on
 
 __all__ = ["MODEL_INFO_FIELDS", "architecture_label", "export_run", "model_info"]
+
+log = logging.getLogger("afa")
 
 #: RobustBench's model_info keys, in their order (``external`` only when it differs).
 MODEL_INFO_FIELDS = (
@@ -101,6 +105,15 @@ def model_info(
     config = config or {}
     notes: list[str] = []
     dataset = record.get("dataset") or config.get("data", {}).get("name") or ""
+    tested = record.get("test_data")
+    if isinstance(tested, dict) and tested.get("own") is False:
+        # Scored on another test set (afa eval --test-data): that is the benchmark's dataset,
+        # e.g. the official CIFAR-10 test set of a model trained on a JPEG copy.
+        notes.append(
+            f"evaluated on the test set {tested.get('label')}, not the test split of the "
+            f"training data ({dataset or 'unknown'})"
+        )
+        dataset = str(tested.get("dataset") or "")
     threat = record.get("threat_model", {})
     norm, eps = threat.get("norm", "linf"), threat.get("eps")
     published = record.get("robustbench") or {}
@@ -190,6 +203,9 @@ def export_run(
             RobustBench's own tree).
         name: the model ID in the default file name (default: the run directory's name).
 
+    When the run's checkpoint is no longer the one eval.json recorded (its sha256 differs:
+    the run trained on, or was re-trained), a warning is logged and the footnote says so.
+
     Returns:
         ``(path written, info, empty fields, notes)``.
 
@@ -211,6 +227,12 @@ def export_run(
     if (run / "config.yaml").is_file():
         config = load_yaml(run / "config.yaml")
     info, empty, notes = model_info(record, config)
+    moved = checkpoint_moved_on(run, record.get("checkpoint_identity"), "eval.json")
+    if moved:
+        # The export names the run, whose weights are no longer those measured: say so in
+        # the file itself (the footnote travels with it) and on the command line.
+        log.warning("warning: %s", moved)
+        info["footnote"] = f"{info['footnote']} Stale: {moved}."
     if out is None:
         norm = record.get("threat_model", {}).get("norm", "linf")
         threat = "Linf" if norm == "linf" else "L2"

@@ -12,9 +12,24 @@ evaluation, analysis and the report read them from here, never from the trainer.
 * :mod:`~afa.runs.load`: the device resolver, the architecture, ``load_trained``.
 """
 
-from afa.runs.checkpoint import FORMAT, PAYLOAD_KEYS, load_checkpoint
+from afa.runs.checkpoint import (
+    FORMAT,
+    PAYLOAD_KEYS,
+    CheckpointIdentity,
+    checkpoint_moved_on,
+    load_checkpoint,
+    load_checkpoint_identified,
+    load_weights,
+)
 from afa.runs.layout import RunDir, Which, checkpoint_path, write_config
-from afa.runs.load import build_model, dataset_info_from_checkpoint, load_trained, resolve_device
+from afa.runs.load import (
+    TrainedRun,
+    build_model,
+    dataset_info_from_checkpoint,
+    load_trained,
+    load_trained_run,
+    resolve_device,
+)
 from afa.runs.options import EMAConfig, OptimConfig, Precision, ScheduleConfig, TrainConfig
 from afa.runs.schema import (
     PROTOCOL_ALIASES,
@@ -38,6 +53,7 @@ __all__ = [
     "PROTOCOL_ALIASES",
     "PROTOCOL_DEFAULTS",
     "RESUME_KEYS",
+    "CheckpointIdentity",
     "ClassifierConfig",
     "EMAConfig",
     "EvalConfig",
@@ -48,15 +64,20 @@ __all__ = [
     "RunDir",
     "ScheduleConfig",
     "TrainConfig",
+    "TrainedRun",
     "Which",
     "adversarial_epochs",
     "build_model",
     "canonical_protocol",
+    "checkpoint_moved_on",
     "checkpoint_path",
     "dataset_info_from_checkpoint",
     "load_checkpoint",
+    "load_checkpoint_identified",
     "load_run_config",
     "load_trained",
+    "load_trained_run",
+    "load_weights",
     "parse_run_config",
     "resolve_device",
     "write_config",

@@ -7,16 +7,17 @@ the training loop's validation, without importing the trainer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from afa.data import DatasetInfo, load_splits
-from afa.errors import ConfigError
+from afa.errors import ConfigError, NonFiniteError
 from afa.models import Classifier, create_model
 from afa.models.dual_bn import set_bn_branch
-from afa.runs.checkpoint import load_checkpoint
+from afa.runs.checkpoint import CheckpointIdentity, load_checkpoint_identified, load_weights
 from afa.runs.layout import Which, checkpoint_path
 from afa.runs.schema import RunConfig, parse_run_config
 
@@ -61,6 +62,17 @@ def build_model(cfg: RunConfig, info: DatasetInfo) -> Classifier:
     return model
 
 
+@dataclass(frozen=True)
+class TrainedRun:
+    """A trained classifier with its run's config, checkpoint path and dataset facts."""
+
+    model: Classifier  # on the CPU, in eval mode
+    config: RunConfig
+    checkpoint: Path
+    info: DatasetInfo  # the data it was trained on: input shape, classes, statistics
+    identity: CheckpointIdentity | None = None  # epoch, step, sha256 of the file loaded
+
+
 def load_trained(
     path: str | Path, *, which: Which = "best", ema: bool | None = None
 ) -> tuple[Classifier, RunConfig, Path]:
@@ -74,18 +86,47 @@ def load_trained(
     Returns:
         (model on CPU in eval mode, the run's config, the checkpoint path).
     """
+    run = load_trained_run(path, which=which, ema=ema)
+    return run.model, run.config, run.checkpoint
+
+
+def load_trained_run(
+    path: str | Path, *, which: Which = "best", ema: bool | None = None
+) -> TrainedRun:
+    """:func:`load_trained`, with the facts of the data the model was trained on (what a
+    test set must match), and the identity (epoch, step, sha256) of the file loaded.
+
+    Raises:
+        CheckpointError: an unreadable or incomplete checkpoint (naming the file).
+        NonFiniteError: a NaN or infinite weight or buffer (naming the file and key): such
+            a model would score chance accuracy instead of failing.
+    """
     ckpt_path = checkpoint_path(path, which)
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt, identity = load_checkpoint_identified(ckpt_path)
     cfg = parse_run_config(ckpt["config"])
-    model = build_model(cfg, dataset_info_from_checkpoint(ckpt, cfg))
+    info = dataset_info_from_checkpoint(ckpt, cfg)
+    model = build_model(cfg, info)
     use_ema = cfg.train.ema.evaluated(ema) and ckpt.get("ema") is not None
-    try:
-        model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"{ckpt_path}: weights do not fit model {cfg.model.name!r}: {exc}"
-        ) from None
-    return model.eval(), cfg, ckpt_path
+    load_weights(model, ckpt["ema"] if use_ema else ckpt["model"], str(ckpt_path))
+    check_finite(model.state_dict(), ckpt_path, "ema" if use_ema else "model")
+    return TrainedRun(model.eval(), cfg, ckpt_path, info, identity)
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path, part: str = "model") -> None:
+    """Refuse weights with a NaN or infinite entry, naming the file and the first such key.
+
+    Raises:
+        NonFiniteError: ``<path>: <part> weight '<key>' has N NaN/inf of M values``.
+    """
+    for key, value in state.items():
+        if not torch.is_tensor(value) or not value.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise NonFiniteError(
+                f"{path}: {part} weight {key!r} has {bad} NaN/inf of {value.numel()} values "
+                "(a diverged or corrupted checkpoint); evaluate an earlier one"
+            )
 
 
 def dataset_info_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig) -> DatasetInfo:
@@ -104,4 +145,12 @@ def dataset_info_from_checkpoint(ckpt: dict[str, Any], cfg: RunConfig) -> Datase
     )
 
 
-__all__ = ["build_model", "dataset_info_from_checkpoint", "load_trained", "resolve_device"]
+__all__ = [
+    "TrainedRun",
+    "build_model",
+    "check_finite",
+    "dataset_info_from_checkpoint",
+    "load_trained",
+    "load_trained_run",
+    "resolve_device",
+]
