@@ -4,7 +4,9 @@ Every file a run leaves (config.yaml, metrics.jsonl, checkpoints, eval.json,
 analysis.json, the report, a download) is written to a temporary file in the same
 directory, flushed and fsynced, then renamed over its target (``os.replace`` is atomic),
 so a reader or a killed process never sees a torn file. Temporaries are named
-``.<name>.<pid>.<random>.tmp``; :func:`remove_stale_temporaries` recognises them.
+``.<name>.<pid>.<random>.tmp``; :func:`remove_stale_temporaries` recognises them. A write
+that fails (a full disk, a read-only directory) raises an ``OSError`` naming the file it
+was writing (:func:`naming`), never its temporary, which the command line prints as one line.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from afa.errors import ConfigError
+
 TMP_SUFFIX = ".tmp"
+
+#: The longest name a run directory or an output file may have: file systems allow 255
+#: bytes per name, and the name is extended (``RUN-slf``, ``.NAME.<pid>.<random>.tmp``).
+MAX_NAME_BYTES = 200
 
 
 def tmp_name(path: Path) -> Path:
@@ -41,6 +49,47 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An ``OSError`` raised in the body names ``path`` when it names no file or a
+    temporary of ``path`` (``f.write`` on a full disk names nothing), and is marked as a
+    failed write, so the one line the command line prints says which file could not be
+    written (``afa.errors.os_error_line``)."""
+    try:
+        yield
+    except OSError as exc:
+        named = exc.filename
+        if named is None or Path(named).name.startswith(f".{Path(path).name}."):
+            error = OSError(exc.errno, exc.strerror or str(exc), os.fspath(path))
+            error.writing = True  # type: ignore[attr-defined]  # read by os_error_line
+            raise error from exc
+        target = Path(path)
+        if Path(os.fsdecode(named)) in (target, *target.parents):  # making its directory
+            exc.writing = True  # type: ignore[attr-defined]
+        raise
+
+
+def check_file_name(name: str, key: str) -> str:
+    """``name`` if it can name one file or directory inside another, else a one-line error.
+
+    Refused: an empty name, ``.`` and ``..``, a path separator (the file would land
+    outside its directory), a NUL byte, and more than :data:`MAX_NAME_BYTES` bytes.
+
+    Raises:
+        ConfigError: naming ``key`` and what was expected.
+    """
+    shown = name if len(name) <= 60 else f"{name[:57]}..."
+    expected = "expected a plain file name"
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ConfigError(f"{key}={shown!r}: {expected} (no '/', no '..'), such as 'cifar10-afa'")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(
+            f"{key}={shown!r}: {expected} of at most {MAX_NAME_BYTES} bytes, got {size}"
+        )
+    return name
+
+
+@contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file for writing; on success it replaces ``path`` atomically.
 
@@ -53,14 +102,15 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
-        with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         if tmp.exists():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afa._io import remove_stale_temporaries
+from afa._io import naming, remove_stale_temporaries
 from afa.errors import UserError
 
 log = logging.getLogger("afa")
@@ -94,7 +94,7 @@ def read_holder(run_dir: str | os.PathLike[str]) -> LockHolder | None:
     """
     try:
         return _parse((Path(run_dir) / LOCK_NAME).read_text())
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
 
 
@@ -121,45 +121,113 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[RunLock]:
     """Hold ``run_dir``'s exclusive writer lock for the body of the ``with``.
 
     Creates ``run_dir`` if needed. A lock left by a process that died holding it is taken
-    over, with a warning naming that process.
+    over, with a warning naming that process. When the body raises (a refused run) and the
+    directory holds nothing but the lock file this call created, both are removed, and so
+    are the parent directories it created: a refused run leaves nothing behind. (The file
+    is unlinked while still locked, and a writer that locked a file since unlinked tries
+    again, so the removal never lets two writers in.)
 
     Raises:
         RunLockedError: another live process holds it (its pid and host are named).
+        UserError: ``RUN_DIR/.lock`` is a directory.
+        OSError: the directory or the lock file cannot be written (naming the path).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    created = _make_dirs(run_dir)
+    fd, made = -1, False
     try:
+        fd, made = _lock_file(path, run_dir)
+        with naming(path):
+            stale = _parse(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
+            me = _me()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me.__dict__) + "\n").encode(), 0)
+            os.fsync(fd)
+        if stale is not None:
+            log.warning(
+                "%s: taking over the lock left by %s, which ended without releasing it "
+                "(killed or crashed)",
+                run_dir,
+                stale.describe(),
+            )
+        yield RunLock(path=path, holder=me, stale=stale)
+    except BaseException:
+        if fd >= 0 and made and _holds_only_the_lock(run_dir):
+            path.unlink()  # still locked: see the docstring
+        for directory in created[::-1]:  # each only if empty, the innermost first
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
+    finally:
+        if fd >= 0:
+            # Empty the file first: a non-empty file under a free lock means "died holding it".
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+def _make_dirs(run_dir: Path) -> list[Path]:
+    """Create ``run_dir`` and its missing parents; the ones this call created, outermost
+    first."""
+    missing = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _lock_file(path: Path, run_dir: Path) -> tuple[int, bool]:
+    """Open and lock ``path``: ``(fd, whether this call created the file)``.
+
+    Raises:
+        RunLockedError: another live process holds it.
+        UserError: ``path`` is a directory.
+    """
+    for _ in range(10):
+        try:
+            try:
+                fd, made = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                fd, made = os.open(path, os.O_RDWR), False
+        except IsADirectoryError:
+            raise UserError(
+                f"{path}: is a directory; expected the run's lock file (a file afa writes "
+                "and empties): remove that directory"
+            ) from None
+        except FileNotFoundError:  # removed between the two opens: try again
+            run_dir.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _parse(path.read_text())
+            holder = _parse(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
+            os.close(fd)
             who = holder.describe() if holder else "a process that has not written its pid yet"
             raise RunLockedError(
                 f"{run_dir}: another afa process is writing this run directory ({who}); "
                 "wait for it to finish, or stop it and resume with --resume"
             ) from None
         try:
-            stale = _parse(os.pread(fd, 65536, 0).decode("utf-8", "replace"))
-            if stale is not None:
-                log.warning(
-                    "%s: taking over the lock left by %s, which ended without releasing it "
-                    "(killed or crashed)",
-                    run_dir,
-                    stale.describe(),
-                )
-            me = _me()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(me.__dict__) + "\n").encode(), 0)
-            os.fsync(fd)
-            yield RunLock(path=path, holder=me, stale=stale)
-        finally:
-            # Empty the file first: a non-empty file under a free lock means "died holding it".
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            return fd, made
+        # A refused run removed the file after this call opened it: lock the new one.
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    raise RunLockedError(f"{path}: the lock file keeps being removed; try again")
+
+
+def _holds_only_the_lock(run_dir: Path) -> bool:
+    try:
+        return os.listdir(run_dir) == [LOCK_NAME]
+    except OSError:
+        return False
 
 
 @contextmanager

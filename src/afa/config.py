@@ -6,12 +6,19 @@ YAML -> ``key=value`` overrides -> frozen dataclasses, with errors that name the
 * a wrong type names the key, what was expected and what was given;
 * a float may be written as a fraction (``eps: 8/255``) and is parsed exactly.
 
+What a config may cost is bounded here, once, for files and overrides alike
+(:class:`ConfigLoader`): at most :data:`MAX_CONFIG_BYTES` of UTF-8 (or UTF-16 / UTF-32 with
+a byte-order mark), :data:`MAX_DEPTH` levels of nesting, :data:`MAX_VALUES` values once
+YAML aliases are expanded (a "billion laughs" file is refused before it is expanded),
+integers of at most :data:`MAX_INT_DIGITS` digits, and each key of a mapping once.
+
 Each layer defines the dataclass for its own piece (``afa.data.DataConfig``,
 ``afa.attacks.ThreatModel``, ...); the run's schema composes them.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import types
@@ -22,27 +29,213 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from afa.errors import ConfigError
 
 T = TypeVar("T")
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "MAX_VALUES",
+    "ConfigLoader",
+    "ConfigTooCostly",
     "apply_overrides",
     "from_dict",
     "load_yaml",
     "parse_number",
+    "parse_yaml",
     "to_dict",
 ]
 
+#: A recipe is a few kilobytes; a file larger than this is not a config.
+MAX_CONFIG_BYTES = 1 << 20
+#: Nesting levels (a recipe uses four: ``train.optimizer.lr`` and its value).
+MAX_DEPTH = 32
+#: Values (scalars, lists and mappings) after YAML aliases are expanded: a recipe holds a
+#: few hundred; ten levels of aliases nested ten wide would expand to ten billion.
+MAX_VALUES = 100_000
+#: Digits of an integer (a seed fits in 20); Python refuses to read more than 4300.
+MAX_INT_DIGITS = 100
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class ConfigTooCostly(yaml.MarkedYAMLError):
+    """YAML that parses, but that a config may not be (too deep, too large, a key twice)."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader within the bounds above: refused as soon as one is crossed,
+    before anything is expanded or converted, with the place in the text."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        if not self.check_event(yaml.AliasEvent):
+            self._values += 1
+            if self._values > MAX_VALUES:
+                raise ConfigTooCostly(
+                    problem=f"more than {MAX_VALUES} values", problem_mark=self._mark()
+                )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ConfigTooCostly(
+                    problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=self._mark()
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _mark(self) -> Any:
+        return self.peek_event().start_mark
+
+    def compose_mapping_node(self, anchor: str | None) -> Node:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], Any] = {}
+        for key, _ in node.value:
+            if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            seen = first.setdefault((key.tag, key.value), key.start_mark)
+            if seen is not key.start_mark:
+                raise ConfigTooCostly(
+                    problem=f"duplicate key {key.value!r} (first at line {seen.line + 1}); "
+                    "expected each key once",
+                    problem_mark=key.start_mark,
+                )
+        return node
+
+    def compose_document(self) -> Node:
+        node = super().compose_document()
+        _check_expanded(node)
+        return node
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        digits = len(node.value.lstrip("+-").replace("_", ""))
+        if digits > MAX_INT_DIGITS:
+            raise ConfigTooCostly(
+                problem=f"an integer of {digits} digits (expected at most {MAX_INT_DIGITS})",
+                problem_mark=node.start_mark,
+            )
+        return super().construct_yaml_int(node)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:int", ConfigLoader.construct_yaml_int)
+
+
+def _check_expanded(root: Node | None) -> None:
+    """Refuse a document whose aliases expand past :data:`MAX_VALUES` values or
+    :data:`MAX_DEPTH` levels, or refer to themselves, without expanding it (the size and
+    height of each node are computed once and remembered for every alias of it)."""
+    seen: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) when expanded
+    path: list[Node] = []
+
+    def measure(node: Node) -> tuple[int, int]:
+        if id(node) in seen:
+            return seen[id(node)]
+        if any(n is node for n in path):
+            raise ConfigTooCostly(
+                problem="an alias that contains itself (an infinite value)",
+                problem_mark=node.start_mark,
+            )
+        path.append(node)
+        if isinstance(node, SequenceNode):
+            children: list[Node] = node.value
+        elif isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        values, levels = 1, 1
+        for child in children:
+            v, h = measure(child)
+            values, levels = values + v, max(levels, h + 1)
+            if values > MAX_VALUES:
+                raise ConfigTooCostly(
+                    problem=f"more than {MAX_VALUES} values once aliases are expanded "
+                    "(aliases nested too deep?)",
+                    problem_mark=node.start_mark,
+                )
+            if levels > MAX_DEPTH:
+                raise ConfigTooCostly(
+                    problem=f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+                    problem_mark=child.start_mark,
+                )
+        path.pop()
+        seen[id(node)] = (values, levels)
+        return values, levels
+
+    if root is not None:
+        measure(root)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` read by :class:`ConfigLoader`.
+
+    Raises:
+        yaml.YAMLError: not YAML (a :class:`ConfigTooCostly` when it crosses a bound).
+    """
+    loader = ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecursionError:  # a bound above is missing: still one line, never a traceback
+        raise ConfigTooCostly(problem=f"nested deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
+#: Byte-order marks, UTF-32's before UTF-16's (``FF FE 00 00`` starts with ``FF FE``).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """The text of a config file: UTF-8, or UTF-16 / UTF-32 when a byte-order mark says so."""
+    codec = next((c for bom, c in _BOMS if raw.startswith(bom)), None)
+    if codec is None and b"\x00" in raw:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (it holds NUL bytes: UTF-16 or UTF-32 without a "
+            "byte-order mark, or not a text file); expected a YAML file saved as UTF-8"
+        )
+    try:
+        return raw.decode(codec or "utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not {(codec or 'utf-8').upper().removesuffix('-SIG')} text (byte "
+            f"0x{raw[exc.start]:02x} at line {line}); expected a YAML file saved as UTF-8"
+        ) from None
+
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path``; errors name the file."""
+    """Read a YAML mapping from ``path`` within the bounds of :class:`ConfigLoader`;
+    errors name the file (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; expected a YAML config "
+            "(a recipe is a few KiB)"
+        )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(_decode(raw, path))
+    except ConfigTooCostly as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}{exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     if data is None:
@@ -79,33 +272,45 @@ def parse_number(value: Any, key: str = "value") -> float:
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML scalars.
+    """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML scalars
+    (within the bounds of :class:`ConfigLoader`; text that is not YAML stays a string).
 
     The target key is not checked here (the schema does that, naming the key).
     """
     out = _deep_copy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value (e.g. train.epochs=5)")
+            raise ConfigError(
+                f"override {_short(item)!r}: expected key=value (e.g. train.epochs=5)"
+            )
         key, text = item.split("=", 1)
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r}: empty key")
+            raise ConfigError(f"override {_short(item)!r}: empty key")
+        parts = key.split(".")
+        if len(parts) > MAX_DEPTH:
+            raise ConfigError(f"override {_short(key)!r}: nested deeper than {MAX_DEPTH} levels")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
+        except ConfigTooCostly as exc:
+            raise ConfigError(f"override {_short(key)}: {exc.problem}") from None
         except yaml.YAMLError:
             value = text
         node = out
-        parts = key.split(".")
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+                raise ConfigError(f"override {_short(item)!r}: {part!r} is not a section")
             node = child
         node[parts[-1]] = value
     return out
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for an error line."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _deep_copy(value: Any) -> Any:

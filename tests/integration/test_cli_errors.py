@@ -9,14 +9,18 @@ every row that needs a run.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import data_files  # tests/data_files.py: archives and PNGs crafted byte by byte
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from afa.cli.checks import check_device, check_output_dir, check_run_dirs
 from afa.cli.main import main
@@ -61,6 +65,8 @@ def places(tmp_path_factory) -> dict[str, Path]:
     (root / "trunc.pt").write_bytes((root / "run" / "best.pt").read_bytes()[:4096])
     (root / "corrupt").mkdir()  # a run whose last.pt was cut short (a disk filled up)
     (root / "corrupt" / "last.pt").write_bytes((root / "run" / "last.pt").read_bytes()[:4096])
+    _data_files(root)
+    _config_files(root)
     return {
         "run": root / "run",
         "runs": root,
@@ -74,7 +80,93 @@ def places(tmp_path_factory) -> dict[str, Path]:
         "evilpt": root / "evil.pt",
         "truncpt": root / "trunc.pt",
         "ran": root / "ran",
+        **{k.replace(".", ""): root / k for k in CONFIG_FILES},
+        "otherpt": root / "other.pt",
+        **{k: root / k for k in ("bomb.zip", "pax.tar.gz", "pngbomb", "tiny", "float", "ok16")},
     }
+
+
+def _image_folder(root: Path, first: bytes | None = None, size: int = 8, **extra: bytes) -> None:
+    """``root/train/<a|b>/<k>.png``, 8 small RGB images per class; ``first`` replaces the first
+    file's bytes, ``extra`` adds files (relative path -> bytes)."""
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / "train" / cls).mkdir(parents=True)
+        for k in range(8):
+            x = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(x).save(root / "train" / cls / f"{k}.png")
+    if first is not None:
+        (root / "train" / "a" / "0.png").write_bytes(first)
+    for name, data in extra.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+
+
+def _data_files(root: Path) -> None:
+    """Crafted and odd image data, each about 1 MB at most."""
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, "PNG")
+    small = {"train/a/1.png": png.getvalue()}
+    data_files.write_zip(root / "bomb.zip", small, zeros={"train/a/0.png": data_files.GiB})
+    data_files.write_tar_gz(root / "pax.tar.gz", small, pax_header=data_files.GiB)
+    _image_folder(root / "pngbomb", data_files.png_bytes(20000, 20000, bit_depth=1))
+    _image_folder(root / "tiny", size=1)
+    floats = io.BytesIO()
+    Image.fromarray(np.ones((8, 8), np.float32)).save(floats, "TIFF")
+    _image_folder(root / "float", **{"train/b/9.tif": floats.getvalue()})
+    # valid: 16-bit PNGs and the files macOS and Windows leave beside images
+    sixteen = np.random.default_rng(1).integers(0, 65536, (8, 8), dtype=np.uint16)
+    png16 = io.BytesIO()
+    Image.fromarray(sixteen).save(png16, "PNG")
+    _image_folder(
+        root / "ok16",
+        **{f"train/b/{k}.png": png16.getvalue() for k in range(8)},
+        **{"train/.DS_Store": b"\0\0\0\1Bud1", "train/a/._0.png": b"\0\5\26\7"},
+        **{"train/Thumbs.db": b"\xd0\xcf\x11\xe0"},
+    )
+
+
+def alias_bomb(levels: int, width: int = 10) -> str:
+    """YAML whose last line expands to ``width ** levels`` strings: the "billion laughs"."""
+    rows = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    rows += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(rows) + "\n"
+
+
+#: Config files the table reads (their placeholder: the name without the dot).
+CONFIG_FILES: dict[str, bytes] = {
+    "dup.yaml": b"train:\n  epochs: 1\n  epochs: 2\n",
+    "deep.yaml": b"data: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "bigint.yaml": b"train:\n  seed: " + b"9" * 5000 + b"\n",
+    "latin1.yaml": "name: café\n".encode("latin-1"),
+    "utf16.yaml": "train:\n  seed: 3\n".encode("utf-16"),  # with its byte-order mark: read
+    "utf16le.yaml": "train:\n  seed: 3\n".encode("utf-16-le"),  # without: refused
+    "bomb.yaml": alias_bomb(6).encode(),  # 10**6 values once expanded: refused before
+    "self.yaml": b"data: &a [1, *a]\n",
+}
+
+
+def _config_files(root: Path) -> None:
+    """The config files above; weights of another width under a config that names 4;
+    a run directory whose lock file is a directory; the run's eval.json (for export)."""
+    for name, data in CONFIG_FILES.items():
+        (root / name).write_bytes(data)
+    ckpt = torch.load(root / "run" / "best.pt", weights_only=True)
+    ckpt["config"]["model"]["options"] = {"width": 8}
+    torch.save(ckpt, root / "other.pt")
+    (root / "lockdir" / ".lock").mkdir(parents=True)
+    assert main(["eval", str(root / "run"), "--n", "8", "--attacks", "pgd", "--no-sanity"]) == 0
+
+
+def _data_row(root: str, *overrides: str) -> list[str]:
+    return _train_row(
+        "digits-pgd-at",
+        "data.name=imagefolder",
+        f"data.root={root}",
+        "data.cache_dir={tmp}/cache",
+        "train.batch_size=4",
+        *overrides,
+    )
 
 
 # (row id, argv with {placeholders}, exit status, text the message must contain)
@@ -85,11 +177,40 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("train-empty-yaml", _train_row("{emptyyaml}"), 2, "empty.yaml: empty config file"),
     ("train-broken-yaml", _train_row("{brokenyaml}"), 2, "broken.yaml: not valid YAML"),
     ("train-scalar-yaml", _train_row("{scalaryaml}"), 2, "scalar.yaml: expected a mapping"),
+    ("train-duplicate-key", _train_row("{dupyaml}"), 2, "line 3, column 3: duplicate key 'epochs'"),
+    ("train-yaml-too-deep", _train_row("{deepyaml}"), 2, "deep.yaml: line 1, column 38: nested"),
+    ("train-yaml-5000-digits", _train_row("{bigintyaml}"), 2, "an integer of 5000 digits"),
+    ("train-yaml-latin1", _train_row("{latin1yaml}"), 2, "latin1.yaml: not UTF-8 text (byte 0xe9"),
+    ("train-yaml-utf16-no-bom", _train_row("{utf16leyaml}"), 2, "utf16le.yaml: not UTF-8 text"),
+    ("train-yaml-alias-bomb", _train_row("{bombyaml}"), 2, "bomb.yaml: line 5, column 5: more"),
+    ("train-yaml-alias-loop", _train_row("{selfyaml}"), 2, "self.yaml: line 1, column 7: an alias"),
     # --- afa train: overrides
     ("train-not-key-value", _train_row("digits-pgd-at", "epochs"), 2, "expected key=value"),
     ("train-empty-key", _train_row("digits-pgd-at", "=5"), 2, "empty key"),
     ("train-unknown-key", _train_row("digits-pgd-at", "threat.epss=0.1"), 2, "threat.epss"),
     ("train-unknown-top-key", _train_row("digits-pgd-at", "epochs=3"), 2, "'epochs'"),
+    (
+        "train-override-5000-digits",
+        _train_row("digits-pgd-at", "train.seed=" + "9" * 5000),
+        2,
+        "override train.seed: an integer of 5000 digits (expected at most 100)",
+    ),
+    (
+        "train-override-duplicate-key",
+        _train_row("digits-pgd-at", "model.options={width: 4, width: 8}"),
+        2,
+        "override model.options: duplicate key 'width'",
+    ),
+    ("train-name-parent", _train_row("digits-pgd-at", "name=../x"), 2, "name='../x': expected"),
+    ("train-name-separator", _train_row("digits-pgd-at", "name=a/b"), 2, "name='a/b': expected"),
+    ("train-name-300", _train_row("digits-pgd-at", "name=" + "n" * 300), 2, "200 bytes, got 300"),
+    (
+        "train-override-after-option",
+        ["train", "digits-pgd-at", "out_dir={tmp}", "--resume", "name=r", *TINY, "train.x=1"],
+        2,
+        "unknown key 'train.x'",
+    ),
+    ("train-option-unknown", [*_train_row("digits-pgd-at"), "--fast"], 2, "afa train: error: unr"),
     ("train-section-scalar", _train_row("digits-pgd-at", "train.optimizer=5"), 2, "optimizer"),
     # --- afa train: values
     ("threat-eps-negative", _train_row("digits-pgd-at", "threat.eps=-0.1"), 2, "threat.eps"),
@@ -146,10 +267,45 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "data.generated_fraction",
     ),
     ("data-crop-padding", _train_row("digits-pgd-at", "data.crop_padding=-1"), 2, "crop_padding"),
+    # --- afa train: crafted or odd image data (a memory bound on them: tests/unit)
+    (
+        "data-zip-bomb",
+        _data_row("{bomb.zip}"),
+        2,
+        "bomb.zip:train/a/0.png: 1,073,741,824 bytes; a data file may have at most 67,108,864",
+    ),
+    (
+        "data-tar-pax-bomb",
+        _data_row("{pax.tar.gz}"),
+        2,
+        "pax.tar.gz: a tar record of 1,073,741,824",
+    ),
+    ("data-png-bomb", _data_row("{pngbomb}"), 2, "a/0.png: image of 400,000,000 pixels"),
+    ("data-image-1x1", _data_row("{tiny}"), 2, "a/0.png: image is 1x1 (HxW), smaller than the 8x8"),
+    ("data-image-size-4", _data_row("{tiny}", "data.image_size=4"), 2, "image_size"),
+    ("data-float-image", _data_row("{float}"), 2, "b/9.tif: floating-point samples"),
     ("data-augment", _train_row("digits-pgd-at", "data.augment=foo"), 2, "augment"),
     ("model-option", _train_row("digits-pgd-at", "model.options={depth: 3}"), 2, "depth"),
     ("model-width-zero", _train_row("digits-pgd-at", "model.options={width: 0}"), 2, "width"),
     ("threat-step-size", _train_row("digits-pgd-at", "threat.step_size=-1"), 2, "step_size"),
+    (
+        "threat-step-size-zero",
+        _train_row("digits-pgd-at", "threat.step_size=0"),
+        2,
+        "threat.step_size: expected > 0 with threat.steps=10",
+    ),
+    (
+        "label-smoothing-1.5",
+        _train_row("digits-pgd-at", "method.label_smoothing=1.5"),
+        2,
+        "method.label_smoothing: expected a value in [0, 1), got 1.5",
+    ),
+    (
+        "label-smoothing-negative",
+        _train_row("digits-standard", "method.label_smoothing=-0.1"),
+        2,
+        "method.label_smoothing: expected a value in [0, 1), got -0.1",
+    ),
     ("train-momentum", _train_row("digits-pgd-at", "train.optimizer.momentum=1"), 2, "momentum"),
     ("train-val-examples", _train_row("digits-pgd-at", "train.val_examples=0"), 2, "val_examples"),
     ("train-log-every", _train_row("digits-pgd-at", "train.log_every=0"), 2, "log_every"),
@@ -202,6 +358,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ),
     ("resume-nothing", [*_train_row("digits-pgd-at"), "--resume"], 2, "cannot resume"),
     (
+        "lock-is-a-directory",
+        ["train", "digits-pgd-at", "out_dir={runs}", "name=lockdir", *TINY],
+        2,
+        "lockdir/.lock: is a directory; expected the run's lock file",
+    ),
+    (
         "resume-changed-key",
         [
             "train",
@@ -228,6 +390,13 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval-code-checkpoint", ["eval", "{evilpt}"], 2, "nothing was run"),
     ("eval-truncated-checkpoint", ["eval", "{truncpt}"], 2, "trunc.pt"),
     ("eval-empty-dir", ["eval", "{empty}"], 2, "best.pt"),
+    (
+        "eval-other-architecture",
+        ["eval", "{otherpt}"],
+        2,
+        "other.pt: weights do not fit the model: body.0.weight is (4, 1, 3, 3) in the "
+        "checkpoint, (8, 1, 3, 3) in the model (16 keys differ)",
+    ),
     ("eval-n-zero", ["eval", "{run}", "--n", "0"], 2, "--n"),
     ("eval-n-negative", ["eval", "{run}", "--n", "-5"], 2, "--n"),
     ("eval-n-text", ["eval", "{run}", "--n", "ten"], 2, "--n"),
@@ -238,6 +407,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval-eps-negative", ["eval", "{run}", "--eps", "-1"], 2, "eps"),
     ("eval-eps-text", ["eval", "{run}", "--eps", "big"], 2, "--eps"),
     ("eval-step-size-text", ["eval", "{run}", "--step-size", "x"], 2, "--step-size"),
+    ("eval-step-size-zero", ["eval", "{run}", "--step-size", "0"], 2, "--step-size: expected > 0"),
     ("eval-steps-negative", ["eval", "{run}", "--steps", "-3"], 2, "--steps"),
     ("eval-steps-zero", ["eval", "{run}", "--steps", "0"], 2, "--steps"),
     ("eval-restarts-zero", ["eval", "{run}", "--restarts", "0"], 2, "--restarts"),
@@ -261,6 +431,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "n_train",
     ),
     ("analyze-device-cuda-index", ["analyze", "{run}", "--device", "cuda:99"], 2, "--device"),
+    (
+        "analyze-k-above-n-train",
+        ["analyze", "{run}", "--k", "100000", "--no-figures"],
+        2,
+        "k=100000 (--k): expected at most the 1213 training examples",
+    ),
     # --- afa compare
     ("compare-nothing", ["compare"], 2, "runs"),
     ("compare-missing", ["compare", "{tmp}/nope"], 2, "nope: run directory not found"),
@@ -268,6 +444,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("compare-a-file", ["compare", "{file}"], 2, "file.txt"),
     ("compare-out-file", ["compare", "{run}", "--out", "{file}"], 2, "--out"),
     ("compare-out-proc", ["compare", "{run}", "--out", "/proc/report"], 2, "--out"),
+    ("compare-same-run", ["compare", "{run}", "{run}/"], 2, "run: given twice; expected each"),
+    # --- afa export
+    ("export-name-parent", ["export", "{run}", "--name", "../x"], 2, "--name='../x': expected"),
+    ("export-name-separator", ["export", "{run}", "--name", "a/b"], 2, "--name='a/b'"),
+    ("export-out-unwritable", ["export", "{run}", "--out", "/proc/x.json"], 2, "cannot write /p"),
     # --- afa quickstart (each refused before the first method trains)
     ("quickstart-attack", ["quickstart", "--out", "{tmp}/q", "--attacks", "nosuch"], 2, "nosuch"),
     (
@@ -321,6 +502,22 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ),
     ("train-val-size-count", _train_row("digits-standard", "data.val_size=20"), 0, ""),
     ("train-explicit-defaults", _train_row("{defaultsyaml}"), 0, ""),
+    ("train-utf16-with-bom", _train_row("{utf16yaml}"), 0, ""),
+    # a batch larger than the training set trains on all of it (a note says so)
+    ("train-batch-above-set", _train_row("digits-standard", "train.batch_size=100000"), 0, ""),
+    (
+        "data-folder-default-batch",
+        _data_row("{ok16}", "data.test_size=2", "train.batch_size=128"),
+        0,
+        "",
+    ),
+    (
+        "train-resume-override-after-option",
+        ["train", "digits-pgd-at", "out_dir={runs}", "--resume", "name=run", *TINY],
+        0,
+        "",
+    ),
+    ("data-16-bit-and-hidden-files", _data_row("{ok16}", "data.test_size=2"), 0, ""),
     (
         "eval-valid",
         ["eval", "{run}", "--n", "8", "--attacks", "pgd", "--no-sanity", "--device", "cpu"],

@@ -162,3 +162,82 @@ def test_optional_section_error_names_the_inner_key() -> None:
     assert from_dict(WithOptional, {"inner": None}).inner is None
     with pytest.raises(ConfigError, match=r"inner: expected Inner or null, got 3"):
         from_dict(WithOptional, {"inner": 3})
+
+
+# --- what a config may cost: bounded once, for files and overrides alike
+
+
+def _load(tmp_path, data: bytes) -> dict:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(data)
+    return load_yaml(path)
+
+
+def test_aliases_and_merge_keys_within_the_bounds_are_read(tmp_path) -> None:
+    text = (
+        "base: &b {lr: 0.1, momentum: 0.9}\n"
+        "derived: &d {<<: *b, lr: 0.2}\n"
+        "nested: {inner: &n {<<: *d, lr: 0.3}}\n"
+        "other: {<<: *n}\n"
+        "eps: &e 8/255\n"
+        "again: *e\n"
+    )
+    data = _load(tmp_path, text.encode())
+    assert data["derived"] == {"lr": 0.2, "momentum": 0.9}  # a merged key is not a duplicate
+    assert data["other"] == {"lr": 0.3, "momentum": 0.9}
+    assert data["again"] == "8/255"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            b"a: 1\nb:\n  c: 2\n  c: 3\n",
+            r"c.yaml: line 4, column 3: duplicate key 'c' \(first at line 3\)",
+        ),
+        (b"a: [" + b"[" * 40 + b"]" * 40 + b"]\n", "nested deeper than 32 levels"),
+        (b"a: " + b"9" * 101 + b"\n", "an integer of 101 digits"),
+        (b"a: -0x" + b"f" * 200 + b"\n", "an integer of 202 digits"),
+        (b"a: &a {b: *a}\n", "an alias that contains itself"),
+    ],
+    ids=["duplicate", "deep", "digits", "hex-digits", "loop"],
+)
+def test_config_bounds_are_one_line_with_the_place(tmp_path, text, message) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        _load(tmp_path, text)
+    assert "\n" not in str(info.value)
+
+
+def test_aliases_chained_past_the_depth_bound_are_refused(tmp_path) -> None:
+    """Each alias is one level deeper, though no line of the file is nested."""
+    rows = ["a0: &a0 [1]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 40)]
+    with pytest.raises(ConfigError, match=r"line 31, column 6: nested deeper than 32 levels"):
+        _load(tmp_path, ("\n".join(rows) + "\n").encode())
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
+def test_a_byte_order_mark_says_the_encoding(tmp_path, codec) -> None:
+    text = "name: café\n"
+    data = text.encode(codec)
+    if codec == "utf-16-be":
+        data = b"\xfe\xff" + data
+    assert _load(tmp_path, data) == {"name": "café"}
+
+
+def test_text_that_is_not_utf8_names_the_byte_and_line(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(byte 0xe9 at line 2\)"):
+        _load(tmp_path, "a: 1\nname: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="NUL bytes"):
+        _load(tmp_path, "a: 1\n".encode("utf-16-le"))
+    with pytest.raises(ConfigError, match=r"not UTF-16 text"):
+        _load(tmp_path, b"\xff\xfea\x00:")  # an odd number of bytes after the mark
+
+
+def test_overrides_are_read_within_the_same_bounds() -> None:
+    with pytest.raises(ConfigError, match=r"^override train.seed: an integer of 5000 digits"):
+        apply_overrides({}, ["train.seed=" + "9" * 5000])
+    with pytest.raises(ConfigError, match=r"nested deeper than 32 levels"):
+        apply_overrides({}, [".".join(["a"] * 40) + "=1"])
+    with pytest.raises(ConfigError, match=r"^override 'x{77}\.\.\.': expected key=value"):
+        apply_overrides({}, ["x" * 5000])
+    assert apply_overrides({}, ["a=b: c", "d=[1"]) == {"a": {"b": "c"}, "d": "[1"}

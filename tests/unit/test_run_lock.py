@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from afa._lock import LOCK_NAME, RunLockedError, is_locked, read_holder, run_lock, writer_lock
+from afa.errors import UserError
 
 HOLDER = """
 import sys, time
@@ -103,3 +104,51 @@ def test_writer_lock_disabled_off_rank_0(tmp_path):
     stale.write_bytes(b"")
     with writer_lock(tmp_path, enabled=False):
         assert not is_locked(tmp_path) and stale.exists()
+
+
+def test_a_refused_body_removes_what_the_lock_created(tmp_path):
+    run = tmp_path / "out" / "sub" / "run"
+    with pytest.raises(RuntimeError, match="refused"):
+        with run_lock(run):
+            raise RuntimeError("refused")
+    assert list(tmp_path.iterdir()) == []  # run, sub and out: all made by the lock
+
+
+def test_a_refused_body_keeps_what_was_there(tmp_path):
+    (tmp_path / "config.yaml").write_text("{}\n")
+    with pytest.raises(RuntimeError):
+        with run_lock(tmp_path):
+            raise RuntimeError("refused")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "config.yaml"]
+    (tmp_path / "config.yaml").unlink()
+    with pytest.raises(RuntimeError):  # a lock file it did not create stays too
+        with run_lock(tmp_path):
+            raise RuntimeError("refused")
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]
+
+
+def test_a_lock_file_that_is_a_directory_is_one_line(tmp_path):
+    (tmp_path / LOCK_NAME).mkdir()
+    with pytest.raises(UserError, match=r"\.lock: is a directory; expected the run's lock file"):
+        with run_lock(tmp_path):
+            pass
+
+
+def test_a_lock_on_a_file_removed_meanwhile_is_taken_again(tmp_path, monkeypatch):
+    """A refused run unlinks its lock file while holding it; a writer that opened that file
+    just before locks an orphan, sees it, and locks the file now at the path instead."""
+    import fcntl
+
+    real, removed = fcntl.flock, []
+
+    def flock(fd, op):
+        if op & fcntl.LOCK_EX and not removed:
+            removed.append(1)
+            (tmp_path / LOCK_NAME).unlink()  # the refused run, between our open and lock
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with run_lock(tmp_path) as lock:
+        assert removed and lock.path.exists()
+        assert os.path.samestat(os.stat(lock.path), os.stat(tmp_path / LOCK_NAME))
+        assert is_locked(tmp_path)

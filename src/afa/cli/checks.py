@@ -12,8 +12,13 @@ import argparse
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from afa.config import apply_overrides
 from afa.errors import ConfigError, UserError
+
+if TYPE_CHECKING:  # the checks import the library only where they use it
+    from afa.runs import EvalConfig
 
 #: Files of which a run directory holds at least one (``afa train``, ``eval``, ``analyze``).
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "analysis.json")
@@ -91,10 +96,40 @@ def check_output_dir(path: str | Path, key: str) -> Path:
     return path
 
 
+def check_record_writable(path: str, out: str | None, what: str) -> None:
+    """Before ``afa eval`` / ``afa analyze`` work for minutes, the place their record goes
+    must take a new file: the run directory (or the checkpoint file's), or for a
+    ``robustbench:`` model its ``--out`` directory (default ``runs/NAME``). A path that
+    does not exist is left to the loader, which names it.
+    """
+    if path.startswith("robustbench:"):
+        check_output_dir(out if out is not None else "runs", "--out")
+        return
+    target = Path(path)
+    if not target.exists():
+        return
+    directory = target if target.is_dir() else target.parent
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"{directory}: cannot write {what} there ({reason}); expected a writable run "
+            "directory (copy the run to a writable place to evaluate it)"
+        ) from None
+
+
 def check_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Each path must be an existing directory holding a run's files (:data:`RUN_FILES`)."""
+    """Each path must be an existing directory holding a run's files (:data:`RUN_FILES`),
+    each run once (a run given twice would be two identical rows)."""
     out = []
+    seen: dict[Path, Path] = {}
     for p in map(Path, paths):
+        if p.is_dir() and p.resolve() in seen:
+            first = seen[p.resolve()]
+            same = "" if str(first) == str(p) else f" (as {first})"
+            raise UserError(f"{p}: given twice{same}; expected each run once")
         if not p.exists():
             raise UserError(f"{p}: run directory not found")
         if not p.is_dir():
@@ -104,6 +139,7 @@ def check_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
                 f"{p}: not a run directory (none of {', '.join(RUN_FILES)}); "
                 "give directories written by `afa train`"
             )
+        seen[p.resolve()] = p
         out.append(p)
     return out
 
@@ -119,6 +155,31 @@ def check_attacks(names: Sequence[str], key: str = "eval.attacks") -> None:
             raise ConfigError(f"{key}: " + unknown_name_message("attack", name, EVAL_ATTACKS))
     if len(set(names)) != len(names):
         raise ConfigError(f"{key}: each attack once, got {list(names)}")
+
+
+def check_eval(e: EvalConfig) -> None:
+    """A run's ``eval`` section as ``afa eval`` will read it: every attack registered and
+    named once (:func:`check_attacks`), every ``eval.attack_options`` setting one its
+    attack declares, of its type. Checked by ``afa train``, before training."""
+    from afa.evaluation.runs import eval_settings
+
+    check_attacks(e.attacks)
+    eval_settings(e)
+
+
+def parse_attack_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]] | None:
+    """``--attack-option ATTACK.KEY=VALUE`` (repeated) as ``{attack: {key: value}}``, the
+    value read as YAML (``0.5``, ``true``, ``[1, 2]``); which keys an attack has is checked
+    against its declaration when the settings are built."""
+    if not items:
+        return None
+    for item in items:
+        key = item.split("=", 1)[0]
+        if "=" not in item or key.count(".") != 1 or not all(key.split(".")):
+            raise UserError(
+                f"--attack-option: expected ATTACK.KEY=VALUE (e.g. cw.steps=50), got {item!r}"
+            )
+    return apply_overrides({}, list(items))
 
 
 def check_val_size(value: float, key: str = "data.val_size") -> None:

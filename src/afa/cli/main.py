@@ -1,6 +1,7 @@
 """The ``afa`` command line: parses arguments and calls the library; no logic lives here.
 
-User errors (bad config, missing file, bad checkpoint) print one line and exit with 2.
+User errors (bad config, missing file, bad checkpoint) print one line and exit with 2;
+so do the file system's (a full disk, a read-only directory: the path and the reason).
 """
 
 from __future__ import annotations
@@ -15,20 +16,26 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from afa._io import check_file_name
 from afa.cli.checks import (
     check_attacks,
     check_device,
+    check_eval,
     check_output_dir,
+    check_record_writable,
     check_run_dirs,
     check_val_size,
+    parse_attack_options,
     positive_int,
 )
 from afa.config import parse_number
-from afa.errors import UserError
+from afa.errors import UserError, os_error_line
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors as one line, like every other user error (status 2)."""
+
+    commands: dict[str, argparse.ArgumentParser]  # the top parser's, set by _parser
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -44,6 +51,27 @@ def _severities(text: str) -> tuple[int, ...]:
     return values
 
 
+def _add_test_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--test-data",
+        action="append",
+        default=None,
+        metavar="DATA",
+        help="another test set (its test split), checked against the model and recorded: "
+        "npz:FILE, imagefolder:DIR, cifar10:DIR, cifar10.1:DIR, ... or a data key=value "
+        "(data.name=npz, test_image_key=images); repeat for more keys",
+    )
+
+
+def _test_data(args: argparse.Namespace) -> typing.Any:
+    """The DataConfig of ``--test-data``, parsed before anything is loaded (None: the run's)."""
+    if not args.test_data:
+        return None
+    from afa.data.testset import parse_test_data
+
+    return parse_test_data(args.test_data)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="afa",
@@ -57,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         help="torch intra-op CPU threads (default: torch's; the quickstart uses 1 on CPU)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.commands = sub.choices  # each command's parser, for its own error line
 
     t = sub.add_parser(
         "train",
@@ -104,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         "eval.pgd_steps / eval.cw_steps); recorded in eval.json",
     )
     e.add_argument(
+        "--attack-option",
+        action="append",
+        default=None,
+        metavar="ATTACK.KEY=VALUE",
+        help="one setting of one attack (e.g. cw.steps=50), over the run's "
+        "eval.attack_options; repeat for more; recorded in eval.json",
+    )
+    e.add_argument(
         "--step-size", type=str, default=None, help="override the PGD step size (e.g. 1/255)"
     )
     e.add_argument("--restarts", type=positive_int, default=None, help="override the PGD restarts")
@@ -119,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--shift-root", default=None, help="folder of the CIFAR-10.1 files (default: data.root)"
     )
+    _add_test_data(e)
     e.add_argument(
         "--corruptions",
         nargs="?",
@@ -169,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--device", default="auto")
     a.add_argument("--no-figures", action="store_true")
+    _add_test_data(a)
     a.add_argument(
         "--data-root", default="data", help="robustbench: models: the directory holding CIFAR-10"
     )
@@ -248,9 +287,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with ``key=value`` overrides accepted anywhere on the line.
+
+    argparse reads a command's positionals in one run, so an override after an option
+    (``afa train RECIPE --resume train.epochs=3``) comes back unrecognised: it is taken
+    here, in its order, by every command that has overrides; anything else unrecognised is
+    still refused, by the command's parser.
+    """
+    parser = typing.cast(_Parser, _parser())
+    args, extra = parser.parse_known_args(argv)
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)
+    unknown = [a for a in extra if not (takes_overrides and _is_override(a))]
+    if unknown:
+        command = parser.commands.get(getattr(args, "command", None) or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if takes_overrides:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
     except SystemExit as exc:  # --help, or a bad option (one line already printed)
         return int(exc.code or 0)
     # Under torchrun only rank 0 reports progress; other ranks still print warnings.
@@ -272,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"afa: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only directory: the path and the reason
+        print(f"afa: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("afa: interrupted (resume with `afa train ... --resume`)", file=sys.stderr)
         return 130
@@ -285,7 +351,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = load_run_config(resolve_recipe(args.config), args.overrides)
         check_device(cfg.device, "device")
         check_output_dir(cfg.run_dir, "out_dir/name")
-        check_attacks(cfg.eval.attacks)
+        check_eval(cfg.eval)
         check_val_size(cfg.data.val_size)
         state = train_run(cfg, resume=args.resume)
         print(f"run directory: {state.run_dir}")
@@ -301,11 +367,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from afa.evaluation.runs import evaluate_run
 
         check_device(args.device, "--device")
+        check_record_writable(args.path, args.out, "eval.json")
         overrides = {}
         if args.eps is not None:
             overrides["eps"] = parse_number(args.eps, "--eps")
         if args.step_size is not None:
             overrides["step_size"] = parse_number(args.step_size, "--step-size")
+            if not overrides["step_size"] > 0:  # 0 would leave every attack at its start
+                raise UserError(f"--step-size: expected > 0, got {args.step_size!r}")
         if args.restarts is not None:
             overrides["restarts"] = args.restarts
         from afa.evaluation.shift import SEVERITIES, ShiftRequest, format_shift_summary
@@ -325,10 +394,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             "attacks": args.attacks.split(",") if args.attacks is not None else None,
             "threat_overrides": overrides,
             "steps": args.steps,
+            "attack_options": parse_attack_options(args.attack_option),
             "device": args.device,
             "seed": args.seed,
             "sanity": not args.no_sanity,
             "shift": shift,
+            "test_data": _test_data(args),
         }
         if args.path.startswith("robustbench:"):
             from afa.evaluation.published import evaluate_published
@@ -340,6 +411,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             ema = {"auto": None, "yes": True, "no": False}[args.ema]
             result, out = evaluate_run(Path(args.path), which=args.which, ema=ema, **settings)
         print(format_table([(out.parent.name, result)]))
+        if settings["test_data"] is not None:
+            tested = json.loads(out.read_text())["test_data"]
+            print(f"test set: {tested['label']} ({tested['n']} images)")
         if shift:
             print(format_shift_summary(json.loads(out.read_text())))
         print(f"eval.json: {out}")
@@ -348,12 +422,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from afa.analysis.runs import analyze_run
 
         check_device(args.device, "--device")
+        check_record_writable(args.path, args.out, "analysis.json")
         settings = {
             "k": args.k,
             "n_test": args.n_test,
             "n_train": args.n_train,
             "device": args.device,
             "figures": not args.no_figures,
+            "test_data": _test_data(args),
         }
         if args.path.startswith("robustbench:"):
             from afa.analysis.published import analyze_published
@@ -373,6 +449,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         from afa.report.export import export_run
 
+        if args.name is not None:
+            check_file_name(args.name, "--name")
         path, _, empty, notes = export_run(Path(args.run), args.out, name=args.name)
         print(f"model_info: {path}")
         if empty:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from afa.attacks import cross_entropy, perturb
+from afa.errors import ConfigError
 from afa.methods.base import Batch, Method, StepOutput, accuracy_metric
 from afa.methods.registry import register_method
 
@@ -22,6 +23,13 @@ class PGDAT(Method):
     @dataclass(frozen=True)
     class Config:
         label_smoothing: float = 0.0
+
+        def __post_init__(self) -> None:
+            if not 0 <= self.label_smoothing < 1:  # 1 would leave no weight on the label
+                raise ConfigError(
+                    "method.label_smoothing: expected a value in [0, 1), "
+                    f"got {self.label_smoothing!r}"
+                )
 
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from afa._io import check_file_name
 from afa.attacks.threat import ThreatModel
 from afa.config import apply_overrides, from_dict, load_yaml, to_dict
 from afa.data import DataConfig
@@ -197,10 +198,14 @@ class EvalConfig:
     pgd_steps: int = 20
     cw_steps: int = 30
     seed: int = 0
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each evaluation attack's own settings, by attack and key (``{<attack>: {<key>:
+    value}}``); an attack not named here, or a key left out, keeps the attack's default."""
 
     def __post_init__(self) -> None:
         # Checked when the run is configured, not when `afa eval` meets them after training.
-        # The attack names are checked by `afa train` against the evaluation registry (L6).
+        # The attack names and attack_options are checked by `afa train` against the
+        # evaluation registry (L7).
         if self.n_examples is not None and self.n_examples < 1:
             raise ConfigError(f"eval.n_examples: expected >= 1 or null, got {self.n_examples!r}")
         for key in ("batch_size", "pgd_steps", "cw_steps"):
@@ -224,6 +229,19 @@ class RunConfig:
     out_dir: str = "runs"
     name: str | None = None
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_file_name(self.name, "name")  # the run directory: one name in out_dir
+        t = self.threat
+        if t.step_size == 0 and t.steps > 0 and t.eps > 0:
+            # Every step would stay at its random start: an adversary that never attacks,
+            # in training, validation and `afa eval` alike. (A ThreatModel in code may do
+            # this on purpose: random noise in the ball.)
+            raise ConfigError(
+                f"threat.step_size: expected > 0 with threat.steps={t.steps} (a step of 0 "
+                "never moves the attack), got 0; for no attack set threat.steps=0"
+            )
 
     @property
     def method_name(self) -> str:

@@ -1,4 +1,4 @@
-"""L5 training: the one loop (``fit``) and what it is made of.
+"""L6 training: the one loop (``fit``) and what it is made of.
 
 ``fit`` runs a list of ``Stage`` s (method + epochs + optimizer + schedule) over one
 Classifier: autocast, gradient scaling and clipping, per-step LR schedules, EMA, DDP,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from afa._io import fsync_dir, tmp_name
+from afa._io import fsync_dir, naming, tmp_name
 from afa.errors import CheckpointError
 from afa.runs.checkpoint import FORMAT, PAYLOAD_KEYS, load_checkpoint
 
@@ -39,27 +39,30 @@ def save_checkpoint(
         and the existing files are left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     made = [tmp]
     try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(payload), f)
-            f.flush()
-            os.fsync(f.fileno())
+        with naming(path):  # a full disk names the checkpoint, not its temporary
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(dict(payload), f)
+                f.flush()
+                os.fsync(f.fileno())
         for copy in map(Path, copies):
             copy_tmp = tmp_name(copy)
             made.append(copy_tmp)
-            try:
-                os.link(
-                    tmp, copy_tmp
-                )  # same bytes, no second write; files are never edited in place
-            except OSError:
-                shutil.copyfile(tmp, copy_tmp)
-                _fsync_file(copy_tmp)
-            os.replace(copy_tmp, copy)
+            with naming(copy):
+                try:
+                    os.link(
+                        tmp, copy_tmp
+                    )  # same bytes, no second write; files are never edited in place
+                except OSError:
+                    shutil.copyfile(tmp, copy_tmp)
+                    _fsync_file(copy_tmp)
+                os.replace(copy_tmp, copy)
             fsync_dir(copy.parent)
-        os.replace(tmp, path)
+        with naming(path):
+            os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         for t in made:

@@ -8,7 +8,8 @@ run is a single process and every helper here is a no-op.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from afa.errors import ConfigError
+from afa.errors import ConfigError, UserError
 from afa.runs.load import resolve_device
 
 
@@ -74,11 +75,13 @@ class DistContext:
             backend = "gloo"
         else:
             raise ConfigError(f"distributed training supports cuda or cpu, got {device}")
+        ctx = cls(rank, world_size, local_rank, device, backend)
         if not dist.is_initialized():
-            dist.init_process_group(
-                backend=backend, init_method="env://", rank=rank, world_size=world_size
-            )
-        return cls(rank, world_size, local_rank, device, backend)
+            with stop_if_peer_lost(ctx):  # a rank that dies while the job forms
+                dist.init_process_group(
+                    backend=backend, init_method="env://", rank=rank, world_size=world_size
+                )
+        return ctx
 
     @property
     def enabled(self) -> bool:
@@ -121,6 +124,49 @@ class DistContext:
             dist.destroy_process_group()
 
 
+class PeerRankLost(UserError):
+    """Another rank of the job stopped (killed or crashed) while this one waited on it."""
+
+
+#: What gloo and NCCL say when the process at the other end of a collective is gone.
+_PEER_LOST = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Connection refused",
+    "NCCL communicator was aborted",
+    "ncclRemoteError",
+    "remote process exited",
+)
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another rank's process is gone."""
+    if isinstance(exc, getattr(dist, "DistNetworkError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _PEER_LOST)
+
+
+@contextmanager
+def stop_if_peer_lost(ctx: DistContext) -> Iterator[None]:
+    """Turn a collective's failure on a lost peer into one line (:class:`PeerRankLost`).
+
+    When one rank of a torchrun job is killed, the others fail in their next collective
+    with a backend traceback (``gloo/transport/tcp/pair.cc: Connection reset by peer``);
+    the real cause is in the lost rank's output, and the run resumes from ``last.pt``.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        if not (ctx.enabled and peer_lost(exc)):
+            raise
+        raise PeerRankLost(
+            f"rank {ctx.rank} of {ctx.world_size}: another rank of this job stopped "
+            "(killed or crashed), so this one stops too; that rank's output says why "
+            "(resume with `afa train ... --resume`)"
+        ) from None
+
+
 def wrap_ddp(
     method: nn.Module,
     ctx: DistContext,
@@ -156,4 +202,4 @@ def wrap_ddp(
     )
 
 
-__all__ = ["DistContext", "wrap_ddp"]
+__all__ = ["DistContext", "PeerRankLost", "peer_lost", "stop_if_peer_lost", "wrap_ddp"]

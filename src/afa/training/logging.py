@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from afa._io import atomic_write_text, dumps_json, read_jsonl
+from afa._io import atomic_write_text, dumps_json, naming, read_jsonl
 
 log = logging.getLogger("afa.training")
 
@@ -34,7 +34,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         line = dumps_json(dict(record), indent=None)
-        with open(self.path, "a") as f:
+        with naming(self.path), open(self.path, "a") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())

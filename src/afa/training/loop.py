@@ -34,7 +34,9 @@ from afa.attacks.threat import ThreatModel
 from afa.data import to_float
 from afa.errors import CheckpointError
 from afa.methods.base import Batch, Method
+from afa.methods.collapse import MAX_IMAGES, encoder_stats, init_separation
 from afa.runs import RESUME_KEYS, EMAConfig, OptimConfig, Precision, RunDir, ScheduleConfig
+from afa.runs.checkpoint import load_weights
 from afa.training.checkpoint import (
     FORMAT,
     PAYLOAD_KEYS,
@@ -315,6 +317,8 @@ class _Loop:
         self.global_epoch, self.global_step = 0, 0
         self.best: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        #: mean class separation of randomly initialised copies on the validation images
+        self.separation_init: float | None = None
         self.rng_pending = False
         self.watch = DivergenceWatch()  # the current epoch's steps
         self.files = RunDir(Path(spec.path))
@@ -342,10 +346,7 @@ class _Loop:
         ckpt = load_checkpoint(last)
         saved = dict(ckpt, config=self.spec.read_saved(ckpt["config"]))
         _check_resume(saved, self.spec.config, self.spec.resume_keys, self.stages, last)
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"{last}: model weights do not fit: {exc}") from None
+        load_weights(self.model, ckpt["model"], str(last))
         self.done = (int(ckpt["stage"]["index"]), int(ckpt["epoch"]))
         self.global_epoch, self.global_step = int(ckpt["global_epoch"]), int(ckpt["global_step"])
         self.best = ckpt["best"]
@@ -445,12 +446,9 @@ class _Loop:
         """Train one epoch, validate on schedule, log it and checkpoint it."""
         record = self.train_epoch(run, epoch)
         self.raise_if_diverged(run, epoch, record)
-        collapse = run.method.collapse_message(_train_means(record), epoch)
-        if collapse is not None:
-            record["collapse_warning"] = True
-            log.warning("%s: %s", run.desc(epoch), collapse)
         self.global_epoch += 1
         self.validate(run, epoch, record)
+        self.judge_collapse(run, epoch, record)
         improved = self.update_best(run, epoch, record)
         self.done = (run.index, epoch + 1)
         self.metrics.write(record)
@@ -541,7 +539,8 @@ class _Loop:
         }
 
     def validate(self, run: _StageRun, epoch: int, record: dict[str, Any]) -> None:
-        """Clean and PGD accuracy every ``eval_every`` epochs and at the stage's last."""
+        """Clean and PGD accuracy every ``eval_every`` epochs and at the stage's last, and
+        the encoder's collapse statistics (:meth:`encoder_stats`) in a stage that trains it."""
         t = self.opt
         last_of_stage = epoch + 1 == run.stage.epochs
         if self.val is None or not ((epoch + 1) % t.eval_every == 0 or last_of_stage):
@@ -561,7 +560,47 @@ class _Loop:
         )
         record.update({f"val/{k}": v for k, v in result.items()})
         record["val/attack"] = attack_label(self.threat)
+        if run.method.trains_encoder():
+            stats = self.encoder_stats(run)  # NaN where undefined (one class): not written
+            record.update({f"val/{k}": v for k, v in stats.items() if math.isfinite(v)})
         record["val/time_s"] = time.perf_counter() - t1
+
+    def encoder_stats(self, run: _StageRun) -> dict[str, float]:
+        """The collapse indicator's statistics of the encoder on the validation images.
+
+        ``feat_separation`` and ``feat_erank`` of the validated weights' features, and
+        ``feat_separation_init``, the mean separation of randomly initialised copies of
+        the model on the same images (:func:`afa.methods.collapse.init_separation`,
+        computed once per call of :func:`fit`); on at most ``MAX_IMAGES`` validation
+        images, identical on every rank (each computes it on the whole split, no
+        collective).
+        """
+        assert self.val is not None
+        images, labels = self.val[0][:MAX_IMAGES], self.val[1][:MAX_IMAGES]
+        size, device = self.opt.val_batch_size, self.device
+        stats = encoder_stats(
+            self.evaluated_model(run), images, labels, batch_size=size, device=device
+        )
+        if self.separation_init is None:
+            self.separation_init, _ = init_separation(
+                self.model, images, labels, batch_size=size, device=device
+            )
+        return {**stats, "feat_separation_init": self.separation_init}
+
+    def judge_collapse(self, run: _StageRun, epoch: int, record: dict[str, Any]) -> None:
+        """Log the method's collapse warning and set ``collapse_warning`` when it fires.
+
+        Judged on the validation images' statistics when this epoch measured them, else
+        on the means of the training batches' (``train/feat_separation``,
+        ``train/feat_erank``: contrastive methods report them), which have no
+        random-initialisation reference; only stages that train the encoder.
+        """
+        if not run.method.trains_encoder():
+            return
+        message = run.method.collapse_message(_collapse_stats(record), epoch)
+        if message is not None:
+            record["collapse_warning"] = True
+            log.warning("%s: %s", run.desc(epoch), message)
 
     def evaluated_model(self, run: _StageRun) -> torch.nn.Module:
         """The weights validation measures (the rule of ``EMAConfig.evaluated``)."""
@@ -652,8 +691,14 @@ def _progress_values(sums: Mapping[str, Tensor], count: int, lr: float) -> dict[
     return {**_means(shown, count), "lr": lr}
 
 
-def _train_means(record: Mapping[str, Any]) -> dict[str, float]:
-    return {k.removeprefix("train/"): v for k, v in record.items() if k.startswith("train/")}
+_COLLAPSE_KEYS = ("feat_separation", "feat_erank", "feat_separation_init")
+
+
+def _collapse_stats(record: Mapping[str, Any]) -> dict[str, float]:
+    """The statistics the collapse warning judges: the validation images' when measured
+    this epoch, else the training batches' means."""
+    prefix = "val/" if "val/feat_separation" in record else "train/"
+    return {k: record[prefix + k] for k in _COLLAPSE_KEYS if prefix + k in record}
 
 
 def epoch_line(record: Mapping[str, Any], n_stages: int = 1, *, best: bool = False) -> str:

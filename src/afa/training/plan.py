@@ -22,7 +22,7 @@ import torch
 from afa._lock import RunLockedError, writer_lock
 from afa.config import from_dict, to_dict
 from afa.data import Splits, build_train_loader, load_splits, make_augment
-from afa.errors import CheckpointError, ConfigError
+from afa.errors import CheckpointError, ConfigError, DataError
 from afa.methods import METHODS, Method, method_config_class
 from afa.models import Classifier
 from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier home)
@@ -37,11 +37,12 @@ from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier hom
     load_checkpoint,
     load_run_config,
     load_trained,
+    load_weights,
     parse_run_config,
     resolve_device,
     write_config,
 )
-from afa.training.distributed import DistContext
+from afa.training.distributed import DistContext, stop_if_peer_lost
 from afa.training.loop import LoopOptions, RunSpec, Stage, TrainState, config_difference, fit
 
 log = logging.getLogger("afa")
@@ -63,8 +64,8 @@ def build_method(cfg: RunConfig, model: Classifier) -> Method:
             f"model.dual_bn: true, but method {name!r} sends every input through one BN "
             "branch (it has no clean and adversarial forwards to separate, or "
             "method.split_bn is false), so the other branch would stay untrained; set "
-            "model.dual_bn: false, or use a method that splits them (README, 'Configuration "
-            "reference', model.dual_bn)"
+            "model.dual_bn: false, or use a method that splits them "
+            "(docs/configuration.md#dual-batch-norm)"
         )
     return method
 
@@ -135,10 +136,7 @@ def load_encoder(model: Classifier, cfg: RunConfig) -> Path:
         raise CheckpointError(
             f"classifier.encoder: {path} was trained with {key} = {old!r}, this run has {new!r}"
         )
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"classifier.encoder: {path}: weights do not fit: {exc}") from None
+    load_weights(model, ckpt["model"], f"classifier.encoder: {path}")
     with torch.no_grad():
         for p in model.head.parameters():
             p.zero_()
@@ -172,9 +170,9 @@ def train_run(
 ) -> TrainState:
     """Train the run described by ``cfg`` into ``cfg.run_dir`` (resuming from ``last.pt``)."""
     own_dist = dist is None
-    dist = dist or DistContext.from_env()
+    dist = dist or DistContext.from_env(cfg.device)
     try:
-        with _run_dir_writer(cfg.run_dir, dist):
+        with stop_if_peer_lost(dist), _run_dir_writer(cfg.run_dir, dist):
             return _train(cfg, resume=resume, dist=dist, splits=splits)
     finally:
         if own_dist:
@@ -199,6 +197,39 @@ def _run_dir_writer(run_dir: Path, dist: DistContext) -> Iterator[None]:
         if refused is not None:
             raise RunLockedError(refused)
         yield
+
+
+def fit_batch_size(batch_size: int, n_train: int, world_size: int, key: str) -> int:
+    """The per-rank training batch: ``batch_size``, or all of a smaller training set.
+
+    The loader drops the last short batch, so a batch larger than the training examples
+    of a rank would give epochs of no step at all; a small dataset (a few hundred images
+    in a folder at the default batch of 128 over several ranks) trains on batches of
+    everything it has instead, with a note. The config keeps the value asked for.
+
+    Raises:
+        DataError: fewer training examples than ranks.
+    """
+    per_rank = n_train // world_size
+    if n_train == 0:  # a test-only dataset: the loader says so, naming it
+        return batch_size
+    if per_rank < 1:
+        raise DataError(
+            f"{n_train} training example(s) cannot be shared over {world_size} processes; "
+            "expected at least one per process"
+        )
+    if batch_size <= per_rank:
+        return batch_size
+    log.warning(
+        "%s=%d is larger than the %d training examples%s: training on batches of %d "
+        "(one step per epoch)",
+        key,
+        batch_size,
+        per_rank,
+        " of each rank" if world_size > 1 else "",
+        per_rank,
+    )
+    return per_rank
 
 
 def with_current_defaults(saved: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -227,10 +258,16 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
             stage.augment = make_augment(
                 dataclasses.replace(splits.info, augment="crop-flip"), cfg.data.crop_padding
             )
+    key = "classifier.batch_size" if c is not None and c.batch_size else "train.batch_size"
     loader = build_train_loader(
         splits,
         cfg.data,
-        batch_size=c.batch_size if c is not None and c.batch_size else cfg.train.batch_size,
+        batch_size=fit_batch_size(
+            c.batch_size if c is not None and c.batch_size else cfg.train.batch_size,
+            len(splits.train),
+            dist.world_size,
+            key,
+        ),
         seed=cfg.train.seed,
         rank=dist.rank,
         world_size=dist.world_size,
@@ -269,6 +306,7 @@ __all__ = [
     "adversarial_epochs",
     "build_method",
     "build_stages",
+    "fit_batch_size",
     "load_encoder",
     "load_run_config",
     "load_trained",
