@@ -357,6 +357,56 @@ def acl_suite(b: Budget) -> Suite:
     return Suite("acl", tuple(rows), common_overrides(b, with_model=True), APGD, description(b))
 
 
+#: The AFA adversary of afa-trades, each way of crafting it as the overrides that pin it
+#: (the recipe's default may follow this measurement; the rows must not move with it).
+AFA_ADVERSARIES = {
+    # a separate AFA adversary of the threat model's steps (PGD-k, random start)
+    "separate": (
+        "method.shared_adversary=false",
+        "method.afa_steps=null",
+        "method.afa_init=random",
+    ),
+    # the TRADES adversary is the AFA anchor: no second attack
+    "shared": ("method.shared_adversary=true",),
+    # one AFA step (2/255) from the TRADES adversary: the anchor refines TRADES' iterate
+    "AFA-1 from TRADES": (
+        "method.shared_adversary=false",
+        "method.afa_steps=1",
+        "method.afa_step_size=null",
+        "method.afa_init=trades",
+    ),
+    # one AFA step of 8/255 from a random start (FGSM with a random start, on the AFA loss)
+    "AFA-1 random": (
+        "method.shared_adversary=false",
+        "method.afa_steps=1",
+        "method.afa_step_size=8/255",
+        "method.afa_init=random",
+    ),
+}
+AFA_WEIGHTS = (0.5, 2.0, 4.0)
+
+
+def afa_trades_cost_suite(b: Budget) -> Suite:
+    """afa-trades with each AFA adversary (and its weight lambda) beside TRADES, at equal
+    epochs: which cheaper adversary keeps today's accuracy."""
+    at = "cifar10-afa-trades.yaml"
+    pinned = ("method.clean_term=none", "model.dual_bn=false", "method.afa_weight=1.0")
+    rows = [Variant("trades", "cifar10-trades.yaml", epochs(b))]
+    for name, over in AFA_ADVERSARIES.items():
+        rows.append(Variant(f"afa-trades {name}", at, (*epochs(b), *pinned, *over)))
+        for w in AFA_WEIGHTS:
+            rows.append(
+                Variant(
+                    f"afa-trades {name} lambda {w:g}",
+                    at,
+                    (*epochs(b), *pinned, *over, f"method.afa_weight={w}"),
+                )
+            )
+    return Suite(
+        "afa-trades-cost", tuple(rows), common_overrides(b, with_model=True), APGD, description(b)
+    )
+
+
 def description(b: Budget) -> str:
     return (
         f"{b.model} width {b.width}, Linf 8/255, PGD-{b.steps} (step 2/255) training, "
@@ -368,7 +418,12 @@ def description(b: Budget) -> str:
     )
 
 
-SUITES = {"budget": budget_suite, "ingredients": ingredients_suite, "acl": acl_suite}
+SUITES = {
+    "budget": budget_suite,
+    "ingredients": ingredients_suite,
+    "acl": acl_suite,
+    "afa-trades-cost": afa_trades_cost_suite,
+}
 
 
 # ------------------------------------------------------------------------------ runs
@@ -850,6 +905,30 @@ def merged(out: Path, suite: str, rows: Sequence[dict[str, Any]]) -> list[dict[s
 # ------------------------------------------------------------------------------ main
 
 
+def data_overrides(root: str, cache: str) -> list[str]:
+    """The data of every row: the CIFAR-10 JPEG copy at ``root`` read by ``imagefolder``,
+    5,000 test and 1,000 validation images held out of train (stratified, fixed seeds)."""
+    return [
+        "data.name=imagefolder",
+        f"data.root={root}",
+        f"data.cache_dir={cache}",
+        "data.image_size=32",
+        f"data.test_size={N_TEST}",
+        f"data.val_size={N_VAL}",
+        "data.split_seed=0",
+    ]
+
+
+def train_label(size: int | float | None) -> str:
+    """The training images of the rows: all that the test and validation splits leave, or
+    the stratified subset ``data.train_size`` keeps of them."""
+    rest = N_TRAIN_ALL - N_TEST - N_VAL
+    if size is None:
+        return f"train = all {rest:,} left"
+    n = round(size * rest) if isinstance(size, float) and size <= 1 else int(size)
+    return f"train = {n:,} of the {rest:,} left (stratified)"
+
+
 def tiny_tail(data: Sequence[str]) -> tuple[list[str], int]:
     """Overrides of ``--tiny`` and the test-split size: width 4, 1 epoch per stage, PGD-1,
     a 20% test and 10% validation split, at most 1,000 training images."""
@@ -926,15 +1005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     suite = SUITES[args.suite](b)
     runs_root = Path(args.runs)
     cache = args.cache_dir or str(runs_root / "data-cache")
-    data = [
-        "data.name=imagefolder",
-        f"data.root={args.data}",
-        f"data.cache_dir={cache}",
-        "data.image_size=32",
-        f"data.test_size={N_TEST}",
-        f"data.val_size={N_VAL}",
-        "data.split_seed=0",
-    ]
+    data = data_overrides(args.data, cache)
     tail: list[str] = []
     n_test = N_TEST
     if args.tiny:
@@ -973,7 +1044,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = Path(args.out) if args.out else default_out
     header = (
-        f"{HEADER}, validation = {N_VAL:,} held out of train"
+        f"{HEADER}, validation = {N_VAL:,} held out of train, "
+        f"{train_label(runs[0].cfg.data.train_size)}"
         if not args.tiny
         else f"TINY SMOKE RUN on {args.data}, test = {n_test:,} held out of train"
     )

@@ -441,7 +441,93 @@ def test_alignment_metrics_on_known_geometry():
     assert m["cos_same"].item() == pytest.approx(1.0)
     assert m["cos_diff"].item() == pytest.approx(0.0)
     assert m["cos_gap"].item() == pytest.approx(1.0)
+    # the collapse indicator's statistics are of g(x) (here -z: classes are points)
+    assert m["feat_separation"].item() == pytest.approx(1.0)
+    assert m["feat_erank"].item() == pytest.approx(2.0)  # 3 points span a plane
     collapsed = alignment_metrics(torch.ones(6, 4), torch.ones(6, 4), labels)
     assert collapsed["cos_gap"].item() == pytest.approx(0.0, abs=1e-6)
+    assert collapsed["feat_separation"].item() == 0.0 and collapsed["feat_erank"].item() == 0.0
     one_class = alignment_metrics(torch.randn(4, 3), torch.randn(4, 3), torch.zeros(4).long())
     assert torch.isfinite(one_class["cos_diff"]) and one_class["cos_diff"].item() == 0.0
+    assert one_class["feat_separation"].item() == 0.0  # undefined: 0, never a NaN
+
+
+# ------------------------------------------------------------- the cheaper AFA adversary
+
+
+def test_afa_adversary_takes_its_own_steps_and_step_size(monkeypatch):
+    seen = []
+
+    def spy(model, x, y, threat, objective, **kw):
+        seen.append((threat.steps, threat.step_size, kw.get("init") is not None))
+        return real(model, x, y, threat, objective, **kw)
+
+    real = afa_mod.perturb
+    monkeypatch.setattr(afa_mod, "perturb", spy)
+    config = AFATrades.Config(afa_steps=1, afa_step_size=0.1, afa_init="trades")
+    out = AFATrades(TinyNet(), THREAT, config)(batch())
+    assert torch.isfinite(out.loss)
+    assert seen == [(1, 0.1, True)]  # the TRADES attack keeps the run's threat model
+
+
+def test_afa_adversary_started_at_trades_with_no_step_is_the_shared_adversary():
+    """afa_init=trades with 0 AFA steps anchors AFA at x̃_T: the shared adversary's loss."""
+    losses = []
+    for config in (
+        AFATrades.Config(shared_adversary=True),
+        AFATrades.Config(afa_steps=0, afa_init="trades"),
+    ):
+        torch.manual_seed(0)
+        model = TinyNet()
+        torch.manual_seed(1)
+        losses.append(AFATrades(model, THREAT, config)(batch()).loss)
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_afa_adversary_started_at_trades_stays_in_the_ball_and_raises_its_loss():
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    method = AFATrades(model, THREAT, AFATrades.Config())
+    x, y = synthetic(24)
+    start = (x + THREAT.eps * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    views = craft_afa_views(method, method.embed, x, x, y, THREAT, method.criterion, init=start)
+    assert (views - x).abs().max() <= THREAT.eps + 1e-6
+    assert views.min() >= 0 and views.max() <= 1
+
+    def afa_term(adv):
+        with torch.no_grad():
+            z = torch.cat([method.embed(x), method.embed(adv)])
+            return method.criterion(z, Views.stack(y, 1, 1)).loss
+
+    assert afa_term(views) > afa_term(start)
+
+
+@pytest.mark.parametrize("key,value", [("afa_steps", -1), ("afa_step_size", -0.1)])
+def test_afa_adversary_options_are_checked(key, value):
+    with pytest.raises(ConfigError, match=f"method.{key}"):
+        AFATrades.Config(**{key: value})
+    with pytest.raises(ConfigError, match="method.afa_init"):
+        AFATrades.Config(afa_init="clean")
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_afa_trades_reuses_its_clean_forward_as_the_attack_reference(monkeypatch, bn_mode):
+    """The reference features AFA + TRADES passes its AFA attack are the ones the attack
+    would compute itself: the same adversaries and the same loss."""
+    threat = THREAT.with_(bn_mode=bn_mode)
+    real = afa_trades_mod.craft_afa_views
+    losses, refs = [], []
+
+    def recompute(*args, reference=None, **kw):
+        refs.append(reference)
+        return real(*args, **kw)
+
+    for patch in (False, True):
+        if patch:
+            monkeypatch.setattr(afa_trades_mod, "craft_afa_views", recompute)
+        torch.manual_seed(0)
+        method = AFATrades(TinyNet(), threat, AFATrades.Config(head="mlp"))
+        torch.manual_seed(1)
+        losses.append(method(batch()).loss)
+    assert refs[0] is not None
+    torch.testing.assert_close(losses[0], losses[1])

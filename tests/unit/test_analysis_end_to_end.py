@@ -163,8 +163,14 @@ def test_json_ready_and_written_with_figures(run, tmp_path):
 def test_write_without_figures(run, tmp_path):
     _, r = run
     paths = write_analysis(tmp_path, dict(r), figures=False)
-    assert set(paths) == {"json"} and not list(tmp_path.glob("*.png"))
+    assert set(paths) == {"json", "markdown"} and not list(tmp_path.glob("*.png"))
     assert json.loads(paths["json"].read_text())["figures"] == {}
+    # the alignment protocol's section: in the JSON and as the table of analysis.md
+    fa = json.loads(paths["json"].read_text())["feature_alignment"]
+    assert set(fa["inputs"]) == {"clean", "pgd", "afa"} and fa["n"] == r["n_test"]
+    assert fa["inputs"]["pgd"]["label"] == r["attack"]
+    md = paths["markdown"].read_text()
+    assert md.count(f"\n| {tmp_path.name} |") == 1 and "loss/chance" in md
 
 
 def test_same_seed_same_numbers():

@@ -46,14 +46,32 @@ def test_collapse_advice_names_only_the_methods_own_options(name):
         assert key in fields, f"{name}: the collapse advice names {remedy}, not an option"
 
 
+COLLAPSED = {"feat_separation": 0.31, "feat_erank": 8.0, "feat_separation_init": 0.30}
+HEALTHY = {"feat_separation": 0.65, "feat_erank": 8.0, "feat_separation_init": 0.30}
+
+
 @pytest.mark.parametrize("name", ["supcon", "afa-trades"])
 def test_collapse_warning_of_other_methods_names_no_afa_only_option(name):
     method = METHODS.get(name)(tiny_model(), THREAT)
-    msg = method.collapse_message({"cos_gap": 0.01, "loss_over_chance": 1.0}, epoch=5)
-    assert msg is not None and "collapsed" in msg
+    msg = method.collapse_message(COLLAPSED, epoch=5)
+    assert msg is not None and "collapsed" in msg and "randomly initialised" in msg
     assert "eps_warmup_epochs" not in msg and "clean_anchor_weight" not in msg
-    assert method.collapse_message({"cos_gap": 0.01}, epoch=3) is None  # grace epochs
-    assert method.collapse_message({"cos_gap": 0.3}, epoch=5) is None
+    assert "When AFA collapses" not in msg  # that section is about afa's options
+    assert method.collapse_message(COLLAPSED, epoch=3) is None  # grace epochs
+    assert method.collapse_message(HEALTHY, epoch=5) is None
+
+
+def test_collapse_advice_fits_the_method():
+    model = tiny_model()
+    afa = METHODS.get("afa")(model, THREAT).collapse_message(COLLAPSED, epoch=5)
+    assert afa is not None and "When AFA collapses" in afa and "eps_warmup_epochs" in afa
+    assert afa.count("pre-training may have collapsed") == 1
+    pgd = METHODS.get("pgd-at")(model, THREAT).collapse_message(COLLAPSED, epoch=5)
+    assert pgd is not None and "learning rate" in pgd and "remedies" not in pgd
+    assert "AFA" not in pgd and "The training may have collapsed" in pgd
+    # a stage-2 probe of a frozen encoder is not judged; every registered method trains one
+    assert not LinearProbe(model, THREAT).trains_encoder()
+    assert all(METHODS.get(n)(model, THREAT).trains_encoder() for n in NAMES)
 
 
 def test_selection_metric_follows_the_methods_traits():

@@ -1,4 +1,4 @@
-"""L6 analysis: feature alignment, feature geometry, local Lipschitzness, input separation.
+"""L7 analysis: feature alignment, feature geometry, local Lipschitzness, input separation.
 
 The measurements of the AFA paper's claim (Park et al. 2024) that the robustness/accuracy
 tradeoff comes from feature misalignment rather than from the input space, with the
@@ -19,10 +19,20 @@ from afa.analysis.alignment import (
 from afa.analysis.analyze import FIGURES, analyze, write_analysis
 from afa.analysis.geometry import cosine_geometry
 from afa.analysis.lipschitz import lipschitz_ratio, local_lipschitz
+from afa.analysis.measure import (
+    AlignmentReport,
+    InputAlignment,
+    alignment_markdown,
+    measure_alignment,
+)
 from afa.analysis.separation import input_separation, min_linf_to_other_label
 
 __all__ = [
     "FIGURES",
+    "AlignmentReport",
+    "InputAlignment",
+    "alignment_markdown",
+    "measure_alignment",
     "CentroidAlignment",
     "analyze",
     "centroid_alignment",

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from afa._io import write_json
+from afa._io import atomic_write_text, write_json
 from afa.analysis import plots
 from afa.analysis.alignment import (
     centroid_alignment,
@@ -31,6 +31,7 @@ from afa.analysis.alignment import (
 )
 from afa.analysis.geometry import cosine_geometry
 from afa.analysis.lipschitz import local_lipschitz, summarize_lipschitz
+from afa.analysis.measure import alignment_markdown, measure_alignment
 from afa.analysis.separation import input_separation
 from afa.attacks import ThreatModel, cross_entropy, perturb, pgd_label
 from afa.data import to_float
@@ -93,6 +94,7 @@ def analyze(
     tsne_samples: int = 1000,
     lipschitz: bool = True,
     separation: bool = True,
+    alignment: bool = True,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Feature alignment, geometry, local Lipschitzness and input separation of ``model``.
@@ -117,6 +119,11 @@ def analyze(
         lipschitz: estimate the local Lipschitz constant on the test subset.
         separation: the exact L∞ separation of the *subsets* (train-train, test-train); a
             minimum over a subset is an upper bound of the full data's.
+        alignment: the alignment protocol on the same subsets
+            (:func:`~afa.analysis.measure.measure_alignment`: AFA loss over chance,
+            ``cos_gap``, class separation and aligned fractions, clean and under PGD on CE
+            and on the AFA term; the linear probe; the collapse indicator), under
+            ``feature_alignment``.
         class_names: names for the figures.
 
     Returns:
@@ -127,7 +134,7 @@ def analyze(
         ``nearest_centroid_accuracy``, ``knn_accuracy``, ``restates_accuracy`` and
         ``notes`` (the plain-words verdict), ``distances`` (mean/median of ``d_own``,
         ``d_other``, ``margin``), ``margin_vs_robustness``, ``geometry``, ``lipschitz``,
-        ``separation``, ``tsne``, ``samples`` (per-sample distances for the figures),
+        ``separation``, ``feature_alignment``, ``tsne``, ``samples`` (per-sample distances for the figures),
         ``class_names``, ``versions``, ``time_s``.
 
     Shape:
@@ -149,6 +156,11 @@ def analyze(
         raise ConfigError(
             f"n_train={n_train}: the training subset has no example of classes {missing}, so "
             "their centroids are undefined; use a larger n_train (--n-train) or all of it"
+        )
+    if k > len(train_y):  # the kNN rule would quietly use fewer neighbours than recorded
+        raise ConfigError(
+            f"k={k} (--k): expected at most the {len(train_y)} training examples the "
+            "neighbours are drawn from (--n-train)"
         )
     test_x, test_y = test_x[te], test_y[te]
     attack_gen = torch.Generator().manual_seed(seed + 1)
@@ -251,6 +263,22 @@ def analyze(
             if separation
             else None
         )
+        result["feature_alignment"] = (
+            measure_alignment(
+                model,
+                train_x,
+                train_y,
+                test_x,
+                test_y,
+                threat,
+                k=k,
+                batch_size=batch_size,
+                device=device,
+                seed=seed,
+            ).to_dict()
+            if alignment
+            else None
+        )
         result["tsne"] = _tsne(per_sample, y_dev, tsne_samples, seed)
         result["samples"] = {
             split: {
@@ -310,13 +338,15 @@ def _tsne(per_sample: dict[str, Any], labels: Tensor, n: int, seed: int) -> dict
 def write_analysis(
     run_dir: str | Path, result: dict[str, Any], figures: bool = True
 ) -> dict[str, Path]:
-    """Write ``analysis.json`` (atomically) and, with ``figures``, its PNG figures.
+    """Write ``analysis.json`` (atomically), ``analysis.md`` and, with ``figures``, the PNGs.
 
     The figures are drawn from ``result`` alone, so they can be redrawn from the JSON. Their
     file names are recorded under ``result["figures"]`` before the JSON is written.
+    ``analysis.md`` (atomic) holds the alignment protocol's table when ``result`` has a
+    ``feature_alignment`` section.
 
     Returns:
-        ``{"json": path, "<figure name>": path, ...}``.
+        ``{"json": path, "markdown": path (when written), "<figure name>": path, ...}``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -342,4 +372,9 @@ def write_analysis(
     out = run_dir / "analysis.json"
     write_json(out, result)
     paths["json"] = out
+    if result.get("feature_alignment"):
+        text = "# Feature alignment\n\n" + alignment_markdown(
+            [(run_dir.name, result["feature_alignment"])]
+        )
+        paths["markdown"] = atomic_write_text(run_dir / "analysis.md", text)
     return paths

@@ -25,7 +25,8 @@ Stage 2 (``classifier.protocol``: ``slf``, ``alf``, ``aff`` with TRADES; the rob
 self-supervised benchmark's protocols) is the planner's classifier stage; with dual BN it
 runs on the model's default branch (``model.bn_branch``; ACL fine-tunes the ``adv`` one).
 
-Labels are read only for the collapse indicators (``cos_gap``), never by the loss.
+Labels are read only by the per-batch feature geometry (``alignment_metrics``), never by
+the loss.
 Under DDP the NT-Xent of training is over the gathered global batch
 (:class:`afa.losses.NTXentLoss`); the attack contrasts each rank's adversarial pair with
 its own rows (a collective per PGD step would be needed otherwise).
@@ -44,11 +45,11 @@ from afa.attacks.threat import ThreatModel
 from afa.errors import ConfigError
 from afa.losses import NTXentLoss, nt_xent, view_sample_ids
 from afa.methods.base import Batch, Method, StepOutput
-from afa.methods.clean_term import CleanTerm, clean_adv_weights, on_branch
+from afa.methods.clean_term import CleanTerm, clean_adv_weights
 from afa.methods.contrastive import ContrastivePretraining, alignment_metrics
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
-from afa.models.dual_bn import Branch, bn_branch, convert_dual_bn
+from afa.models.dual_bn import Branch, bn_branch, convert_dual_bn, on_branch
 
 
 def acl_projection_head(in_dim: int, out_dim: int, layers: int = 2) -> nn.Sequential:

@@ -22,7 +22,7 @@ forwards instead of one).
 Stage 2 (a linear probe or fine-tuning) is added by the planner (``pretraining = True``).
 
 The shared contrastive pieces (config base, projection head, ``embed``, the AFA attack,
-the collapse indicators) live in :mod:`afa.methods.contrastive`.
+the per-batch feature geometry) live in :mod:`afa.methods.contrastive`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from afa.attacks.threat import ThreatModel
 from afa.errors import ConfigError
 from afa.losses import Views
 from afa.methods.base import Batch, StepOutput, check_non_negative
-from afa.methods.clean_term import CleanTerm, CleanTermMixin, check_schedule, on_branch
+from afa.methods.clean_term import CleanTerm, CleanTermMixin, check_schedule
 from afa.methods.contrastive import (
     ContrastivePretraining,
     PretrainConfig,
@@ -47,7 +47,7 @@ from afa.methods.contrastive import (
 )
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
-from afa.models.dual_bn import Branch, bn_branch
+from afa.models.dual_bn import Branch, bn_branch, on_branch
 
 
 @register_method("afa")
@@ -66,8 +66,9 @@ class AFAPretrain(CleanTermMixin, ContrastivePretraining):
     method. ``model.head`` (the linear classifier) is trained only when ``lambda_ce > 0``.
     """
 
+    collapse_reference = "'When AFA collapses', docs/results.md#when-afa-collapses"
     collapse_remedies = (
-        "method.clean_term=acl",  # with method.clean_views=2: README, 'When AFA collapses'
+        "method.clean_term=acl",  # with method.clean_views=2: docs/results.md#when-afa-collapses
         "method.eps_warmup_epochs",
         "method.clean_anchor_weight",
         "method.lambda_ce",

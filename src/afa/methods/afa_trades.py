@@ -12,7 +12,7 @@ from afa.attacks import attack_mode, cross_entropy, perturb, trades_kl
 from afa.attacks.threat import ThreatModel
 from afa.losses import Views, trades_terms
 from afa.methods.base import Batch, StepOutput, check_non_negative, clean_adv_metrics
-from afa.methods.clean_term import CleanTerm, CleanTermMixin, check_schedule, on_branch
+from afa.methods.clean_term import CleanTerm, CleanTermMixin, check_schedule
 from afa.methods.contrastive import (
     ContrastiveConfig,
     ContrastiveMethod,
@@ -23,7 +23,7 @@ from afa.methods.contrastive import (
 )
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
-from afa.models.dual_bn import bn_branch
+from afa.models.dual_bn import bn_branch, on_branch
 
 
 @register_method("afa-trades")
@@ -35,7 +35,9 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
     ``x`` (PGD on its own AFA term against the detached clean features). The AFA term's
     contrast set is ``{x, x̃_A}`` (one clean and one adversarial view per sample; the
     adversarial features are the anchors). With ``shared_adversary`` ``x̃_T`` is also the
-    AFA anchor: one attack per step instead of two.
+    AFA anchor: one attack per step instead of two. ``afa_steps`` / ``afa_step_size`` /
+    ``afa_init`` make the AFA adversary cheaper: fewer steps (larger ones), or a few AFA
+    steps that start from ``x̃_T`` instead of a random point.
 
     The clean, TRADES and AFA inputs go through the network in separate forwards, as in
     :class:`afa.methods.TRADES` (batch-norm statistics per kind of input). With dual batch
@@ -75,6 +77,12 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
             shared_adversary: use the TRADES adversary as the AFA anchor (no AFA attack).
             attack_loss: the AFA adversary's objective when not shared: ``"afa"`` or
                 ``"ce"`` (PGD on CE of f).
+            afa_steps: PGD steps of the AFA adversary (``None``: the threat model's);
+                each costs about one attack step of the TRADES adversary.
+            afa_step_size: its step (``None``: the threat model's).
+            afa_init: where the AFA adversary starts: ``"random"`` (the threat model's
+                random start, independent of ``x̃_T``) or ``"trades"`` (at ``x̃_T``: the
+                AFA anchor refines the TRADES attack's final iterate).
             clean_term: ``"none"`` (default), ``"acl"`` (1/2, 1/2) or ``"dynacl"``
                 (DynACL's schedule): add the clean term of a second clean view.
             dynacl_k / dynacl_swap: DynACL's K (50) and swap (2/3).
@@ -86,13 +94,16 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
         cross_view_positives: bool = True
         shared_adversary: bool = False
         attack_loss: Literal["afa", "ce"] = "afa"
+        afa_steps: int | None = None
+        afa_step_size: float | None = None
+        afa_init: Literal["random", "trades"] = "random"
         clean_term: CleanTerm = "none"
         dynacl_k: int = 50
         dynacl_swap: float = 2 / 3
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            check_non_negative(self, "beta", "afa_weight")
+            check_non_negative(self, "beta", "afa_weight", "afa_steps", "afa_step_size")
             check_schedule(self.dynacl_k, self.dynacl_swap)
 
     config: Config
@@ -109,6 +120,16 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
     def splits_bn(self) -> bool:
         return True
 
+    def afa_threat(self) -> ThreatModel:
+        """The AFA adversary's threat model: the run's ball, with this method's steps."""
+        c = self.config
+        changes: dict[str, Any] = {}
+        if c.afa_steps is not None:
+            changes["steps"] = c.afa_steps
+        if c.afa_step_size is not None:
+            changes["step_size"] = c.afa_step_size
+        return self.threat.with_(**changes) if changes else self.threat
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         self.set_term_weights(epoch, epochs)
 
@@ -119,7 +140,14 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
         # Without dual BN the branches are one network (bn_branch is then a no-op).
         model_adv = on_branch(self, "adv", self.model)
         with torch.no_grad(), attack_mode(self, threat.bn_mode), bn_branch(self, "clean"):
-            clean_logits = self.model(x)  # the TRADES attack's fixed clean prediction
+            clean_feats = self.model.features(x)
+            clean_logits = self.model.head(clean_feats)  # the TRADES attack's fixed target
+            # The AFA attack's contrast set is {x, x} under the same modes: reuse the
+            # features (with dual BN its second half is on the adv branch: computed there).
+            reference = None
+            if not self.model.dual_bn:
+                z_ref = self.projector(clean_feats)
+                reference = torch.cat([z_ref, z_ref])
         x_t = perturb(self.model, x, y, threat, trades_kl(clean_logits), forward=model_adv)
         if c.shared_adversary:
             x_a = x_t
@@ -130,15 +158,25 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
                 x,
                 x,
                 y,
-                threat,
+                self.afa_threat(),
                 self.criterion,
                 # Dual BN: the contrast set's clean rows on the clean branch (two forwards);
                 # one BN: one forward over both, as before (the same batch statistics in
                 # bn_mode train).
                 clean_embed=on_branch(self, "clean", self.embed) if self.model.dual_bn else None,
+                init=x_t if c.afa_init == "trades" else None,
+                reference=reference,
             )
         else:
-            x_a = perturb(self.model, x, y, threat, cross_entropy, forward=model_adv)
+            x_a = perturb(
+                self.model,
+                x,
+                y,
+                self.afa_threat(),
+                cross_entropy,
+                forward=model_adv,
+                init=x_t if c.afa_init == "trades" else None,
+            )
 
         with bn_branch(self, "clean"):
             feats_clean = self.model.features(x)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from afa.attacks.threat import ThreatModel
 from afa.errors import ConfigError
+from afa.methods.collapse import collapse_reasons
 from afa.models.base import Classifier
 
 
@@ -49,9 +50,8 @@ class StepOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-#: Mean cosine gap (same-class minus other-class) below which features count as collapsed.
-COLLAPSE_GAP = 0.05
-#: Epochs of a stage before the gap is judged.
+#: Epochs of a stage before its features are judged (``epoch`` from 0): a stage starts at
+#: its initialisation, which the indicator flags by design.
 COLLAPSE_GRACE_EPOCHS = 4
 
 
@@ -80,6 +80,9 @@ class Method(nn.Module):
     #: Options (dotted config keys, each one of this method's own) the collapse warning
     #: suggests; empty: the warning names none.
     collapse_remedies: ClassVar[tuple[str, ...]] = ()
+    #: Where the collapse warning sends the reader (a documentation section about this method's
+    #: collapse), or None.
+    collapse_reference: ClassVar[str | None] = None
 
     def __init__(
         self, model: Classifier, threat: ThreatModel | None = None, config: Any = None
@@ -135,29 +138,44 @@ class Method(nn.Module):
         """The stage-2 method of a pre-training method (see ``ContrastivePretraining``)."""
         raise TypeError(f"method {self.name!r} trains its classifier end to end")
 
-    def collapse_message(self, train: Mapping[str, float], epoch: int) -> str | None:
-        """A warning when the reported class gap ``cos_gap`` is still near 0, else None.
+    def trains_encoder(self) -> bool:
+        """Whether the optimizer updates the encoder (a parameter outside ``model.head``).
 
-        Judged only for a method that reports ``cos_gap`` (:func:`alignment_metrics` of
-        ``afa.methods.contrastive``), from the epoch's mean, after
-        ``COLLAPSE_GRACE_EPOCHS`` epochs (``epoch`` counts from 0): the gap starts near 0
-        at initialisation and healthy runs on digits took up to 4 epochs to pass 0.05
-        (benchmarks/results/ablation-digits.md). The advice names this method's own
-        :attr:`collapse_remedies`.
+        The loop judges the collapse of a stage's features only then: a probe of a frozen
+        encoder (:class:`~afa.methods.probe.LinearProbe`) cannot change them.
         """
-        gap = train.get("cos_gap")
-        if gap is None or epoch < COLLAPSE_GRACE_EPOCHS or not gap < COLLAPSE_GAP:
+        head = {id(p) for p in self.model.head.parameters()}
+        return any(id(p) not in head for p in self.trainable_parameters())
+
+    def collapse_message(self, stats: Mapping[str, float], epoch: int) -> str | None:
+        """A warning when the encoder's features look collapsed, else None.
+
+        ``stats`` holds the epoch's ``feat_separation`` and ``feat_erank`` of the encoder
+        features g(x) and, when measured on the validation images,
+        ``feat_separation_init``, the separation of a randomly initialised copy of the
+        encoder on the same images; the rule is :func:`afa.methods.collapse.judge`
+        (``docs/method.md#the-collapse-indicator``). Judged from the
+        ``COLLAPSE_GRACE_EPOCHS``-th epoch on (``epoch`` counts from 0): every stage
+        starts at its initialisation. The advice names this method's own
+        :attr:`collapse_remedies` and :attr:`collapse_reference`; a method with neither is
+        told what any training that does not learn should check.
+        """
+        if epoch < COLLAPSE_GRACE_EPOCHS:
             return None
-        ratio = train.get("loss_over_chance", float("nan"))
+        reasons = collapse_reasons(stats)
+        if not reasons:
+            return None
+        what = "pre-training" if self.pretraining else "training"
         message = (
-            f"features are not separating classes (cos_gap {gap:.3f}, loss {ratio:.2f} x "
-            "chance). Pre-training may have collapsed"
+            f"the encoder's features look collapsed: {'; '.join(reasons)}. "
+            f"The {what} may have collapsed"
         )
         if self.collapse_remedies:
-            message += (
-                f"; remedies: {', '.join(self.collapse_remedies)} "
-                "(see README, 'When AFA collapses')"
-            )
+            message += f"; remedies: {', '.join(self.collapse_remedies)}"
+        else:
+            message += "; check the learning rate, its schedule and the radius (threat.eps)"
+        if self.collapse_reference:
+            message += f" (see {self.collapse_reference})"
         return message
 
 
@@ -196,15 +214,15 @@ def check_choices(config: Any, prefix: str = "method") -> None:
 
 
 def check_non_negative(config: Any, *names: str, prefix: str = "method") -> None:
-    """Raise a :class:`ConfigError` naming the first of ``names`` that is below 0 (or NaN)."""
+    """Raise a :class:`ConfigError` naming the first of ``names`` that is below 0 (or NaN);
+    ``None`` (an option's "not set") passes."""
     for name in names:
         value = getattr(config, name)
-        if not float(value) >= 0:
+        if value is not None and not float(value) >= 0:
             raise ConfigError(f"{prefix}.{name}: expected >= 0, got {value!r}")
 
 
 __all__ = [
-    "COLLAPSE_GAP",
     "COLLAPSE_GRACE_EPOCHS",
     "Batch",
     "Method",

@@ -18,15 +18,13 @@ views go through the ``clean`` branch, adversarial views and the attacks through
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from afa.errors import ConfigError
 from afa.losses import AFALoss, Views
-from afa.models.dual_bn import Branch, bn_branch
 
 #: ``none``: the adversarial term alone (weights 0, 1); ``acl``: 1/2, 1/2; ``dynacl``:
 #: DynACL's schedule.
@@ -107,25 +105,10 @@ class CleanTermMixin:
         return loss, metrics
 
 
-def on_branch(module: nn.Module, branch: Branch, fn: Callable[[Tensor], Tensor]):
-    """``fn`` run with every dual BN layer under ``module`` on ``branch`` (a forward to attack).
-
-    Shape:
-        as ``fn``.
-    """
-
-    def forward(x: Tensor) -> Tensor:
-        with bn_branch(module, branch):
-            return fn(x)
-
-    return forward
-
-
 __all__ = [
     "CleanTerm",
     "CleanTermMixin",
     "check_schedule",
     "clean_adv_weights",
     "dynacl_adv_weight",
-    "on_branch",
 ]

@@ -25,6 +25,7 @@ from afa.errors import ConfigError
 from afa.losses import AFALoss, AFAOutput, Views, gather_with_grad
 from afa.losses.contrastive import Denominator
 from afa.methods.base import Method, accuracy_metric, check_choices, check_non_negative
+from afa.methods.collapse import class_separation, effective_rank
 from afa.methods.pgd_at import PGDAT
 from afa.methods.probe import LinearProbe
 from afa.methods.trades import TRADES
@@ -258,6 +259,8 @@ def craft_afa_views(
     *,
     generator: torch.Generator | None = None,
     clean_embed: Callable[[Tensor], Tensor] | None = None,
+    init: Tensor | None = None,
+    reference: Tensor | None = None,
 ) -> Tensor:
     """Adversarial views maximising their own AFA term (the AFA inner maximisation).
 
@@ -279,6 +282,11 @@ def craft_afa_views(
         clean_embed: the embedding of the ``clean`` rows of the contrast set (default
             ``embed``); with dual batch norm the clean views' branch, while ``embed`` (the
             attacked forward, also of the ``starts`` rows) runs on the adversarial one.
+        init: where PGD starts instead of its random start (e.g. another attack's
+            adversaries of ``starts``); the reference features stay those of ``starts``.
+        reference: the contrast set's features, ``embed`` of ``cat([clean, starts])``
+            under ``threat.bn_mode``, when the caller has computed them already (AFA +
+            TRADES has them from its clean forward); saves one forward per step.
 
     Returns:
         Detached adversarial views, the shape of ``starts``.
@@ -287,16 +295,19 @@ def craft_afa_views(
         clean: (Vc * B, C, H, W); starts: (Va * B, C, H, W); y: (B,).
     """
     if threat.steps == 0 or threat.eps == 0 or starts.shape[0] == 0:
-        return starts.detach().clone()
+        return (starts if init is None or threat.eps == 0 else init).detach().clone()
     b = y.shape[0]
     vc, va = clean.shape[0] // b, starts.shape[0] // b
     views = Views.stack(y, vc, va)
-    with torch.no_grad(), attack_mode(module, threat.bn_mode):
-        if clean_embed is None:
-            ref_local = embed(torch.cat([clean, starts]))
-        else:
-            rows = [clean_embed(clean)] if clean.shape[0] else []
-            ref_local = torch.cat([*rows, embed(starts)])
+    if reference is not None:
+        ref_local = reference.detach()
+    else:
+        with torch.no_grad(), attack_mode(module, threat.bn_mode):
+            if clean_embed is None:
+                ref_local = embed(torch.cat([clean, starts]))
+            else:
+                rows = [clean_embed(clean)] if clean.shape[0] else []
+                ref_local = torch.cat([*rows, embed(starts)])
     ref_z, offset = gather_with_grad(ref_local, return_offset=True)  # type: ignore[misc]
     ref_labels = gather_with_grad(views.labels)
     ref_is_adv = gather_with_grad(views.is_adv)
@@ -310,7 +321,9 @@ def craft_afa_views(
         criterion,
     )
     idx = torch.arange(va * b, device=y.device)
-    return perturb(module, starts, idx, threat, objective, forward=embed, generator=generator)
+    return perturb(
+        module, starts, idx, threat, objective, forward=embed, generator=generator, init=init
+    )
 
 
 def _pair_means(z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -328,24 +341,31 @@ def _pair_means(z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def alignment_metrics(z: Tensor, feats: Tensor, labels: Tensor) -> dict[str, Tensor]:
-    """Collapse indicators on the batch's detached, normalised features.
+    """Per-batch feature geometry on the batch's detached features (averaged per epoch).
 
     * ``cos_same``: mean cosine between different rows of the same class (the loss's
       features z); ``cos_diff``: between rows of different classes;
-    * ``cos_gap = cos_same - cos_diff``: near 0 means no class structure (a collapse: all
-      features alike, or still at initialisation); it grows as classes align;
-    * ``feat_cos_gap``: the same gap on the encoder features g(x) that stage 2 reads.
+    * ``cos_gap = cos_same - cos_diff``: near 0 at initialisation and in a collapse, but
+      also low for spread-out features that are class-structured (it is the class
+      separation times the spread), so it is reported, not judged;
+    * ``feat_cos_gap``: the same gap on the encoder features g(x) that stage 2 reads;
+    * ``feat_separation``, ``feat_erank``: the collapse indicator's statistics of g(x)
+      over the batch's views (:mod:`afa.methods.collapse`; 0 where undefined, e.g. a
+      batch of one class), judged by the loop when no validation measured them.
 
     Shape:
         z: (N, D); feats: (N, F); labels: (N,); results: scalars.
     """
     c_same, c_diff = _pair_means(z, labels)
     f_same, f_diff = _pair_means(feats, labels)
+    separation = class_separation(feats, labels)
     return {
         "cos_same": c_same,
         "cos_diff": c_diff,
         "cos_gap": c_same - c_diff,
         "feat_cos_gap": f_same - f_diff,
+        "feat_separation": torch.nan_to_num(separation, nan=0.0).float(),
+        "feat_erank": effective_rank(feats).float(),
     }
 
 

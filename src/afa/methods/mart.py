@@ -15,7 +15,7 @@ from afa.methods.base import (
     clean_adv_metrics,
 )
 from afa.methods.registry import register_method
-from afa.methods.trades import branch_forward
+from afa.models.dual_bn import on_branch
 
 
 @register_method("mart")
@@ -41,9 +41,9 @@ class MART(Method):
     def forward(self, batch: Batch) -> StepOutput:
         x = batch.view()
         split = self.config.split_bn
-        forward_adv = branch_forward(self.model, "adv", split)
+        forward_adv = on_branch(self.model, "adv", self.model, enabled=split)
         x_adv = perturb(self.model, x, batch.y, self.threat, cross_entropy, forward=forward_adv)
-        logits_clean = branch_forward(self.model, "clean", split)(x)
+        logits_clean = on_branch(self.model, "clean", self.model, enabled=split)(x)
         logits_adv = forward_adv(x_adv)
         loss = mart_loss(logits_clean, logits_adv, batch.y, self.config.beta)
         return StepOutput(loss, clean_adv_metrics(loss, logits_clean, logits_adv, batch.y))

@@ -3,11 +3,10 @@ Accuracy", ICML 2019)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from afa.attacks import attack_mode, perturb, trades_kl
 from afa.attacks.threat import ThreatModel
@@ -19,10 +18,9 @@ from afa.methods.base import (
     check_non_negative,
     clean_adv_metrics,
 )
-from afa.methods.clean_term import on_branch
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
-from afa.models.dual_bn import Branch
+from afa.models.dual_bn import on_branch
 
 
 @register_method("trades")
@@ -52,15 +50,10 @@ class TRADES(Method):
         x = batch.view()
         split = self.config.split_bn
         x_adv = trades_adversary(self.model, x, batch.y, self.threat, split_bn=split)
-        logits_clean = branch_forward(self.model, "clean", split)(x)
-        logits_adv = branch_forward(self.model, "adv", split)(x_adv)
+        logits_clean = on_branch(self.model, "clean", self.model, enabled=split)(x)
+        logits_adv = on_branch(self.model, "adv", self.model, enabled=split)(x_adv)
         loss = trades_loss(logits_clean, logits_adv, batch.y, self.config.beta)
         return StepOutput(loss, clean_adv_metrics(loss, logits_clean, logits_adv, batch.y))
-
-
-def branch_forward(model: nn.Module, branch: Branch, split: bool) -> Callable[[Tensor], Tensor]:
-    """``model``'s forward on BN ``branch`` when ``split``, else on its default branch."""
-    return on_branch(model, branch, model) if split else model
 
 
 def trades_adversary(
@@ -73,6 +66,6 @@ def trades_adversary(
     model without dual BN).
     """
     with torch.no_grad(), attack_mode(model, threat.bn_mode):
-        clean = branch_forward(model, "clean", split_bn)(x)
-    forward = branch_forward(model, "adv", split_bn)
+        clean = on_branch(model, "clean", model, enabled=split_bn)(x)
+    forward = on_branch(model, "adv", model, enabled=split_bn)
     return perturb(model, x, y, threat, trades_kl(clean), forward=forward)

@@ -21,7 +21,7 @@ Outside any such block a layer uses its default branch, ``clean`` unless changed
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -120,6 +120,31 @@ def bn_branch(module: nn.Module, branch: Branch) -> Iterator[nn.Module]:
             layer.branch = previous  # type: ignore[assignment]
 
 
+def on_branch(
+    module: nn.Module,
+    branch: Branch,
+    fn: Callable[[Tensor], Tensor],
+    *,
+    enabled: bool = True,
+) -> Callable[[Tensor], Tensor]:
+    """``fn`` as a function that runs with every dual layer under ``module`` on ``branch``.
+
+    The callable form of :func:`bn_branch`, for a forward handed to an attack. With
+    ``enabled=False`` (a method whose option keeps one branch), ``fn`` itself.
+
+    Shape:
+        as ``fn``.
+    """
+    if not enabled:
+        return fn
+
+    def forward(x: Tensor) -> Tensor:
+        with bn_branch(module, branch):
+            return fn(x)
+
+    return forward
+
+
 def collapse_dual_bn(module: nn.Module, branch: Branch) -> nn.Module:
     """Replace every :class:`DualBatchNorm` under ``module`` by its ``branch`` layer, in place.
 
@@ -146,5 +171,6 @@ __all__ = [
     "convert_dual_bn",
     "dual_bn_layers",
     "has_dual_bn",
+    "on_branch",
     "set_bn_branch",
 ]

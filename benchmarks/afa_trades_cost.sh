@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# afa-trades with a cheaper AFA adversary, beside TRADES and the separate PGD-k adversary, at
+# the CPU protocol of cifar_cpu_table.sh: CIFAR-10 (JPEG copy), 10,000 training images, CNN
+# width 16, batch 128, 10 adversarial epochs of PGD-5 (step 2/255) at Linf 8/255, APGD-CE +
+# APGD-T on the first 1,000 of the 5,000 held-out test images; two seeds per row, then the
+# weight lambda of the AFA term. Rows are cached and resumable (re-running continues).
+# The step cost of each adversary: benchmarks/results/afa-trades-cost-k*.json
+# (bench_training_step.py, commands in benchmarks/README.md). Run it in the background:
+#   nohup bash benchmarks/afa_trades_cost.sh > runs/afa-trades-cost.log 2>&1 &
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+RUNS=${RUNS:-runs/cifar-contrastive-10k}
+BASE=(--epochs 10 --stage2-epochs 3 --warmup 1 --batch-size 128 --model cnn --width 16
+      --threads 2 --runs "$RUNS" --set data.train_size=10000)
+run() { "$PY" benchmarks/cifar_contrastive.py "${BASE[@]}" "$@" || echo "step failed: $*"; }
+bench() { run --suite afa-trades-cost --out benchmarks/results/afa-trades-cost-10k.json "$@"; }
+# today's separate adversary and TRADES were measured at this protocol before, two seeds and
+# one (benchmarks/results/cifar-contrastive-ingredients-10k.md: rows afa-trades, trades)
+CHEAP=("afa-trades shared" "afa-trades AFA-1 from TRADES")
+# 1. TRADES again (the reference on today's code), the cheap adversaries, two seeds each
+bench --seeds 0 --variants trades "${CHEAP[@]}"
+bench --seeds 1 --variants "${CHEAP[@]}"
+# 2. the other adversaries on today's code: the separate PGD-k one, one random AFA step
+bench --seeds 0 --variants "afa-trades separate" "afa-trades AFA-1 random"
+# 3. the rest of the alignment table's rows (benchmarks/alignment_table.py): PGD-AT, the AFA
+# baseline under ALF, ACL and DynACL under ALF (the acl suite of cifar_cpu_table.sh)
+run --suite acl --out benchmarks/results/cifar-contrastive-acl-10k.json \
+    --variants pgd-at "afa baseline ALF" "acl ALF" "dynacl ALF"
+# 4. the weight of the AFA term with the chosen adversary (LAMBDA_ROW: its row name)
+LAMBDA_ROW=${LAMBDA_ROW:-afa-trades AFA-1 from TRADES}
+bench --seeds 0 --variants "$LAMBDA_ROW lambda *"
