@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -219,3 +221,57 @@ def test_an_interrupted_run_resumes_from_last_pt(
     (row,) = json.loads((tmp_path / "ingredients.json").read_text())["runs"]
     assert row["steps"] == 4 and load_checkpoint(run / "last.pt")["global_epoch"] == 2
     assert [r["epoch"] for r in cc.read_jsonl(run / "metrics.jsonl")] == [1, 2]
+
+
+def test_header_names_the_training_images() -> None:
+    """Every table says what it trained on: all 44,000 images left, or the subset kept."""
+    cc = load()
+    assert cc.train_label(None) == "train = all 44,000 left"
+    assert cc.train_label(10000) == "train = 10,000 of the 44,000 left (stratified)"
+    assert cc.train_label(0.5) == "train = 22,000 of the 44,000 left (stratified)"
+    data = cc.data_overrides("copy.tar.gz", "cache")
+    assert "data.test_size=5000" in data and "data.val_size=1000" in data
+    assert not any(d.startswith("data.train_size") for d in data)
+
+
+ARGV_STUB = """#!/usr/bin/env bash
+# records each call's arguments, one call a line, fields separated by the unit separator
+printf '%s\\x1f' "$@" >> "$STUB_LOG"
+printf '\\n' >> "$STUB_LOG"
+"""
+
+
+def test_full_table_script_rows_resolve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/cifar_full_table.sh: its calls in priority order name existing rows of all
+    44,000 images at 30 epochs, AutoAttack on 2,000; each call's dry run plans its row."""
+    cc = load()
+    stub = tmp_path / "python"
+    stub.write_text(ARGV_STUB)
+    stub.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PYTHON": str(stub), "STUB_LOG": str(log), "RUNS": str(tmp_path / "r")}
+    proc = subprocess.run(
+        ["bash", str(BENCH / "cifar_full_table.sh")], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "step failed" not in proc.stdout, proc.stdout + proc.stderr
+    calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
+    assert all(c[0] == "benchmarks/cifar_contrastive.py" for c in calls)
+    order = [(c[c.index("--variants") + 1], c[c.index("--seeds") + 1]) for c in calls]
+    assert order == [
+        ("standard", "0"),
+        ("pgd-at", "0"),
+        ("afa-trades", "0"),
+        ("trades", "0"),
+        ("afa baseline ALF", "0"),
+        ("trades", "1"),
+        ("afa-trades", "1"),
+        ("pgd-at", "1"),
+    ]
+    for c in calls:
+        assert c[c.index("--epochs") + 1] == "30" and c[c.index("--n") + 1] == "2000"
+        assert "--final" in c and "--set" not in c  # no data.train_size: all 44,000
+        assert cc.main([*c[1:], "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("afa train ") == len(calls)
+    assert out.count("): 30 adv epochs, ") == len(calls) - 1  # standard has none
+    assert "classifier.protocol=alf" in out and "classifier.epochs=3" in out
