@@ -209,6 +209,8 @@ def resolve_option(key: str) -> tuple[Any, Any]:
 def parse_value(text: str, tp: Any) -> Any:
     """A documented value as the option's type would hold it."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if text == "null" and type(None) in typing.get_args(tp):
+        return None
     if typing.get_origin(tp) is typing.Literal:
         assert text in args, f"{text!r} is not one of {args}"
         return text
@@ -340,3 +342,14 @@ def test_worked_examples_run(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "FGSM (CE)" in proc.stdout
+
+
+def test_an_evaluation_attack_with_a_setting_is_one_file() -> None:
+    """The worked evaluation attack's setting reached ``evaluate``, a run's config, ``afa
+    eval`` and eval.json (:func:`test_worked_examples_run`) with no file of the tree
+    naming it: its own file is the whole change."""
+    files, _ = example_blocks(ARCHITECTURE)
+    assert "step_fraction: float = 1.0" in files["fgsm.py"]
+    tree = [p for p in (ROOT / "src").rglob("*") if p.suffix in (".py", ".yaml")]
+    naming = [str(p.relative_to(ROOT)) for p in tree if "step_fraction" in p.read_text()]
+    assert not naming, f"the tree names the example's setting: {naming}"
