@@ -14,7 +14,7 @@ A run is trained with :func:`afa.training.plan.train_run` into ``--runs-dir``, i
   test images; ``cifar5k``: PGD-20 (CE) on the whole carved-out test split;
 * for each attack, its own column (cumulative over the attacks before it) in the JSON.
 
-The budget column is :func:`afa.training.plan.adversarial_epochs`: epochs that craft
+The budget column is :func:`afa.runs.adversarial_epochs`: epochs that craft
 adversaries (a clean linear probe costs none; ``linear-adv`` and ``finetune`` do). The
 suites are built so every adversarial method has the same budget; the script warns when
 they do not.
@@ -61,13 +61,8 @@ from afa.data import load_splits  # noqa: E402
 from afa.evaluation import EvalSettings  # noqa: E402
 from afa.evaluation.robust import evaluate  # noqa: E402
 from afa.methods import METHODS  # noqa: E402
-from afa.training.plan import (  # noqa: E402
-    RunConfig,
-    adversarial_epochs,
-    load_run_config,
-    load_trained,
-    train_run,
-)
+from afa.runs import RunConfig, adversarial_epochs, load_run_config, load_trained  # noqa: E402
+from afa.training.plan import train_run  # noqa: E402
 
 CONFIGS = SRC / "afa" / "configs"
 log = logging.getLogger("ablation")

@@ -8,8 +8,8 @@ from test_resume import BATCH, THREAT, CleanCE, ProjectionCE, TinyNet, toy_data,
 
 from afa.data import BatchLoader, DatasetInfo, make_augment
 from afa.data.contrastive_augment import ContrastiveAugment, ContrastiveAugmentConfig
+from afa.runs import parse_run_config
 from afa.training import LoopOptions, OptimConfig, RunSpec, ScheduleConfig, Stage, fit
-from afa.training.plan import parse_run_config
 
 INFO = DatasetInfo("toy", 3, (1, 8, 8), (0.5,), (0.25,), ("a", "b", "c"), "crop-flip")
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from afa.config import to_dict
-from afa.training.plan import load_run_config
+from afa.runs import load_run_config
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -316,7 +316,8 @@ def test_worked_examples_run(tmp_path: Path) -> None:
     registries.
     """
     files, runs = example_blocks(ARCHITECTURE)
-    assert set(files) == {"fgsm_at.py", "mlp.py", "stripes.py", "fgsm.py"} and len(runs) == 4
+    assert set(files) == {"fgsm_at.py", "mlp.py", "stripes.py", "fgsm.py", "budget.py"}
+    assert len(runs) == 5
     for name, body in files.items():
         (tmp_path / name).write_text(body)
     script = "\n\n".join(
@@ -353,3 +354,13 @@ def test_an_evaluation_attack_with_a_setting_is_one_file() -> None:
     tree = [p for p in (ROOT / "src").rglob("*") if p.suffix in (".py", ".yaml")]
     naming = [str(p.relative_to(ROOT)) for p in tree if "step_fraction" in p.read_text()]
     assert not naming, f"the tree names the example's setting: {naming}"
+
+
+def test_a_command_is_one_file() -> None:
+    """The worked command ran as ``afa budget`` (:func:`test_worked_examples_run`) with no
+    file of the command line naming it: its own file is the whole change."""
+    files, _ = example_blocks(ARCHITECTURE)
+    assert 'register_command("budget"' in files["budget.py"]
+    cli = sorted((ROOT / "src" / "afa" / "cli").rglob("*.py"))
+    naming = [str(p.relative_to(ROOT)) for p in cli if '"budget"' in p.read_text()]
+    assert not naming, f"the command line names the example's command: {naming}"

@@ -26,10 +26,10 @@ LAYERS = {
     "afa.evaluation": 7,
     "afa.analysis": 7,
     "afa.report": 8,
-    "afa.cli": 8,
     "afa.quickstart": 8,
     "afa.finetune": 8,
-    "afa.__main__": 8,
+    "afa.cli": 9,  # the command line: nothing below it imports a command
+    "afa.__main__": 9,
 }
 
 

@@ -6,11 +6,13 @@ import dataclasses
 
 import pytest
 
-from afa.methods import AFAPretrain, LinearProbe, SupConPretrain
+import afa.runs.schema as schema
+from afa.methods import ACL, PGDAT, AFAPretrain, LinearProbe, SupConPretrain
 from afa.methods.trades import TRADES
 from afa.models import create_model
+from afa.runs import adversarial_epochs, parse_run_config
 from afa.training import LoopOptions, RunSpec
-from afa.training.plan import adversarial_epochs, build_stages, loop_options, parse_run_config
+from afa.training.plan import build_method, build_stages, loop_options
 
 
 def _stages(raw):
@@ -70,6 +72,53 @@ def test_clean_supcon_with_a_linear_probe_is_selected_by_clean_accuracy():
     assert isinstance(stages[0].method, SupConPretrain)
     assert stages[1].select_by == "val/clean_acc"
     assert adversarial_epochs(cfg) == 0
+
+
+@pytest.mark.parametrize("method", ["afa", "supcon", "acl", "dynacl"])
+@pytest.mark.parametrize(
+    ("classifier", "kind", "adversarial"),
+    [
+        ({"protocol": "slf"}, LinearProbe, False),
+        ({"protocol": "alf"}, LinearProbe, True),
+        ({"protocol": "aff"}, TRADES, None),
+        ({"protocol": "aff", "finetune_method": "pgd-at"}, PGDAT, None),
+        ({"protocol": "linear-adv"}, LinearProbe, True),  # an earlier name, made canonical
+    ],
+)
+def test_the_planner_chooses_stage_two_by_the_protocol(method, classifier, kind, adversarial):
+    cfg, stages = _stages({"method": {"name": method}, "classifier": classifier})
+    first, second = (s.method for s in stages)
+    assert type(second) is kind
+    assert second.model is first.model and second.threat == cfg.threat
+    if kind is LinearProbe:
+        assert second.config.adversarial is adversarial
+    if kind is TRADES:
+        # AFF trains the one branch model.bn_branch names, with the protocol's beta
+        assert not second.config.split_bn and second.config.beta == cfg.classifier.beta
+    # the pre-training methods say only that they pre-train: the choice is the planner's
+    assert not hasattr(type(first), "classifier_method")
+
+
+def test_method_options_are_parsed_once_and_built_from_the_typed_object(monkeypatch):
+    parsed = []
+    real = schema.from_dict
+
+    def counting(cls, data, key=""):
+        parsed.append(cls)
+        return real(cls, data, key)
+
+    monkeypatch.setattr(schema, "from_dict", counting)
+    cfg = parse_run_config({"method": {"name": "acl", "temperature": 0.2}})
+    model = create_model("cnn", 10, in_channels=1, image_size=8, mean=[0.5], std=[0.25], width=4)
+    method = build_method(cfg, model)
+    assert parsed.count(ACL.Config) == 1  # by the schema, not again by the planner
+    assert method.config is cfg.method_options and method.config.temperature == 0.2
+    # the saved config stays the plain, fully resolved mapping
+    assert cfg.method == {"name": "acl", **dataclasses.asdict(ACL.Config(temperature=0.2))}
+    # a RunConfig made another way (not parsed) still gives the typed options, once
+    other = dataclasses.replace(cfg, name="other")
+    assert other.method_options == cfg.method_options
+    assert other.method_options is other.method_options
 
 
 def test_loop_options_carry_every_loop_setting_of_the_train_section():

@@ -6,7 +6,7 @@ import pytest
 
 from afa.errors import ConfigError
 from afa.recipes import recipe_names, resolve_recipe
-from afa.training.plan import adversarial_epochs, load_run_config, parse_run_config
+from afa.runs import adversarial_epochs, load_run_config, parse_run_config
 
 
 @pytest.mark.parametrize("name", recipe_names())

@@ -8,7 +8,6 @@ exist so that the user meets a named option instead.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,17 +21,6 @@ if TYPE_CHECKING:  # the checks import the library only where they use it
 
 #: Files of which a run directory holds at least one (``afa train``, ``eval``, ``analyze``).
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "analysis.json")
-
-
-def positive_int(text: str) -> int:
-    """An argparse ``type``: a whole number >= 1 (``--n 0``, ``--k -3`` are refused)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def check_device(name: str, key: str = "device") -> None:

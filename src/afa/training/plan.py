@@ -3,9 +3,10 @@
 The planner is, with the CLI, the only code that sees the whole configuration:
 :func:`build_stages` hands each builder its own piece (the model its ``ModelConfig``,
 every method the one shared ``ThreatModel`` and its own options) and asks the method for
-its traits (pre-training, the classifier stage, the selection metric). The run schema,
-the run directory and loading a trained run live in :mod:`afa.runs`; their names are
-re-exported here for callers of the earlier layout.
+its traits (whether it pre-trains, the selection metric). After a pre-training method it
+chooses the classifier stage's method itself, from the run's ``classifier`` section
+(:func:`classifier_method`). The run schema, the run directory and loading a trained run
+live in :mod:`afa.runs`.
 """
 
 from __future__ import annotations
@@ -20,23 +21,17 @@ from typing import Any
 import torch
 
 from afa._lock import RunLockedError, writer_lock
-from afa.config import from_dict, to_dict
+from afa.config import to_dict
 from afa.data import Splits, build_train_loader, load_splits, make_augment
 from afa.errors import CheckpointError, ConfigError, DataError
-from afa.methods import METHODS, Method, method_config_class
+from afa.methods import METHODS, PGDAT, TRADES, LinearProbe, Method
 from afa.models import Classifier
-from afa.runs import (  # noqa: F401  (re-exported: the run schema's earlier home)
+from afa.runs import (
     ClassifierConfig,
-    EvalConfig,
-    ModelConfig,
     RunConfig,
     TrainConfig,
-    adversarial_epochs,
     build_model,
-    dataset_info_from_checkpoint,
     load_checkpoint,
-    load_run_config,
-    load_trained,
     load_weights,
     parse_run_config,
     resolve_device,
@@ -51,14 +46,14 @@ log = logging.getLogger("afa")
 def build_method(cfg: RunConfig, model: Classifier) -> Method:
     """The stage-1 (or only) method with its own options and the shared threat model.
 
+    The options are the typed object the schema parsed (``cfg.method_options``).
+
     Raises:
         ConfigError: ``model.dual_bn`` with a method that sends every input through one BN
             branch (the other branch would stay untrained: dual BN would change nothing).
     """
-    options = dict(cfg.method)
-    name = str(options.pop("name"))
-    cls = METHODS.get(name)
-    method = cls(model, cfg.threat, from_dict(method_config_class(cls), options, "method"))
+    name = cfg.method_name
+    method = METHODS.get(name)(model, cfg.threat, cfg.method_options)
     if model.dual_bn and not method.splits_bn():
         raise ConfigError(
             f"model.dual_bn: true, but method {name!r} sends every input through one BN "
@@ -70,11 +65,39 @@ def build_method(cfg: RunConfig, model: Classifier) -> Method:
     return method
 
 
-def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
-    """One stage for end-to-end methods; pre-training + classifier for ``afa``/``supcon``.
+def classifier_method(pretrained: Method, classifier: ClassifierConfig) -> Method:
+    """The classifier stage's method after ``pretrained``, by the run's ``classifier`` section.
 
-    The method says whether it pre-trains, which classifier stage follows and which
-    validation metric selects ``best.pt`` in each stage.
+    ``slf`` / ``alf``: a :class:`LinearProbe` of the frozen encoder (clean CE / PGD-CE
+    adversaries); ``aff``: the whole network with TRADES (``classifier.beta``) or PGD-AT, by
+    ``classifier.finetune_method`` (the robust self-supervised benchmark's protocols). It
+    trains ``pretrained``'s classifier under the same threat model. The protocol's name is
+    the canonical one: the schema replaced an earlier name when the config was parsed.
+
+    Raises:
+        TypeError: ``pretrained`` trains its classifier end to end (no classifier stage).
+        ValueError: another protocol (a ``ClassifierConfig`` built in code).
+    """
+    if not pretrained.pretraining:
+        raise TypeError(f"method {pretrained.name!r} trains its classifier end to end")
+    model, threat, protocol = pretrained.model, pretrained.threat, classifier.protocol
+    if protocol == "aff":
+        if classifier.finetune_method == "trades":
+            # Fine-tuning trains the branch model.bn_branch names (ACL, RobustSSL).
+            return TRADES(model, threat, TRADES.Config(beta=classifier.beta, split_bn=False))
+        return PGDAT(model, threat)
+    if protocol in ("slf", "alf"):
+        return LinearProbe(model, threat, LinearProbe.Config(adversarial=protocol == "alf"))
+    raise ValueError(f"classifier protocol: expected slf, alf or aff, got {protocol!r}")
+
+
+def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
+    """One stage for end-to-end methods; pre-training + classifier for a method that
+    pre-trains (``afa``, ``supcon``, ``acl``, ``dynacl``).
+
+    The method says whether it pre-trains and which validation metric selects ``best.pt``
+    in its stage; the classifier stage's method is the planner's choice
+    (:func:`classifier_method`).
     """
     method = build_method(cfg, model)
     t = cfg.train
@@ -90,7 +113,7 @@ def build_stages(cfg: RunConfig, model: Classifier) -> list[Stage]:
     if not method.pretraining:
         return [first]
     c = cfg.classifier or ClassifierConfig()
-    second = method.classifier_method(c.protocol, c.finetune_method, c.beta)
+    second = classifier_method(method, c)
     classifier = Stage(
         name="classifier",
         method=second,
@@ -299,20 +322,11 @@ def _train(cfg: RunConfig, *, resume: bool, dist: DistContext, splits: Splits | 
 
 
 __all__ = [
-    "ClassifierConfig",
-    "EvalConfig",
-    "ModelConfig",
-    "RunConfig",
-    "adversarial_epochs",
     "build_method",
     "build_stages",
+    "classifier_method",
     "fit_batch_size",
     "load_encoder",
-    "load_run_config",
-    "load_trained",
     "loop_options",
-    "parse_run_config",
-    "resolve_device",
     "train_run",
-    "write_config",
 ]
