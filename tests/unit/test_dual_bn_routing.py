@@ -14,8 +14,8 @@ from afa.methods import MART, TRADES, AFAPretrain
 from afa.methods.base import Batch
 from afa.models import create_model
 from afa.models.dual_bn import bn_branch, dual_bn_layers, set_bn_branch
-from afa.runs import parse_run_config
-from afa.training.plan import build_method, build_stages
+from afa.runs import ClassifierConfig, parse_run_config
+from afa.training.plan import build_method, build_stages, classifier_method
 
 THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=3)
 
@@ -94,7 +94,7 @@ def test_split_bn_is_a_no_op_without_dual_bn(cls):
 
 def test_aff_fine_tunes_one_branch():
     model = tiny()
-    stage2 = AFAPretrain(model, THREAT).classifier_method("aff", "trades", 6.0)
+    stage2 = classifier_method(AFAPretrain(model, THREAT), ClassifierConfig(protocol="aff"))
     assert isinstance(stage2, TRADES) and not stage2.config.split_bn and stage2.config.beta == 6.0
 
 

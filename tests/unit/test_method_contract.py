@@ -23,10 +23,10 @@ from afa.data import BatchLoader, ImageSet
 from afa.methods import METHODS, LinearProbe, Method, method_config_class, register_method
 from afa.methods.base import Batch, StepOutput, accuracy_metric
 from afa.models import create_model
-from afa.runs import parse_run_config
+from afa.runs import ClassifierConfig, parse_run_config
 from afa.training import RunSpec, fit, rng_state, seed_all, set_rng_state
 from afa.training.checkpoint import load_method_extra_state, method_extra_state
-from afa.training.plan import build_stages, loop_options
+from afa.training.plan import build_stages, classifier_method, loop_options
 
 NAMES = METHODS.names()
 THREAT = ThreatModel(eps=0.1, step_size=0.05, steps=2)
@@ -88,8 +88,8 @@ def test_selection_metric_follows_the_methods_traits():
     assert clean_probe.selection_metric(after=[by_name["afa"]]) == "val/pgd_acc"
     assert adv_probe.selection_metric(after=[by_name["supcon"]]) == "val/pgd_acc"
     with pytest.raises(TypeError, match="end to end"):
-        by_name["pgd-at"].classifier_method("linear", "trades", 6.0)
-    assert isinstance(by_name["afa"].classifier_method("linear", "trades", 6.0), LinearProbe)
+        classifier_method(by_name["pgd-at"], ClassifierConfig(protocol="slf"))
+    assert isinstance(classifier_method(by_name["afa"], ClassifierConfig()), LinearProbe)
 
 
 # ----------------------------------------------------------------------------- the contract

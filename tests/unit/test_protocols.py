@@ -19,6 +19,7 @@ from afa.runs import (
     adversarial_epochs,
     parse_run_config,
 )
+from afa.training.plan import classifier_method
 
 
 def _cfg(classifier=None, method="afa", **train):
@@ -101,14 +102,16 @@ def test_every_pretraining_method_builds_each_protocol(name):
     model = create_model("cnn", 10, in_channels=1, image_size=8, mean=(0.5,), std=(0.5,), width=4)
     method = METHODS.get(name)(model, ThreatModel())
     for protocol, alias in (("slf", "linear"), ("alf", "linear-adv")):
-        probe = method.classifier_method(protocol, "trades", 6.0)
+        probe = classifier_method(method, ClassifierConfig(protocol=protocol))
         assert isinstance(probe, LinearProbe)
         assert probe.config.adversarial == (protocol == "alf")
-        assert method.classifier_method(alias, "trades", 6.0).config == probe.config
-    aff = method.classifier_method("aff", "trades", 3.0)
+        # an earlier name reaches the planner as the canonical one (the schema replaced it)
+        loaded = _cfg({"protocol": alias}, method=name).classifier
+        assert classifier_method(method, loaded).config == probe.config
+    aff = classifier_method(method, ClassifierConfig(protocol="aff", beta=3.0))
     assert isinstance(aff, TRADES) and aff.config.beta == 3.0
     with pytest.raises(ValueError, match="expected slf, alf or aff"):
-        method.classifier_method("sfl", "trades", 6.0)
+        classifier_method(method, ClassifierConfig(protocol="sfl"))  # type: ignore[arg-type]
 
 
 def test_parse_protocols():

@@ -6,12 +6,11 @@ to the input only and module modes are restored on exit (:func:`attack_mode`).
 
 from afa.attacks.autoattack import autoattack
 from afa.attacks.mode import attack_mode
-from afa.attacks.objectives import OBJECTIVES, Objective, cross_entropy, cw_margin, trades_kl
+from afa.attacks.objectives import Objective, cross_entropy, cw_margin, trades_kl
 from afa.attacks.pgd import fgsm, fgsm_threat, perturb, perturb_worst_case
 from afa.attacks.threat import ThreatModel, format_radius, pgd_label
 
 __all__ = [
-    "OBJECTIVES",
     "Objective",
     "ThreatModel",
     "attack_mode",

@@ -69,10 +69,6 @@ def trades_kl(clean_logits: Tensor) -> Objective:
     return objective
 
 
-OBJECTIVES: dict[str, Objective] = {"ce": cross_entropy, "cw": cw_margin}
-"""Label-based objectives by their configuration name (``trades_kl`` needs clean logits)."""
-
-
 def _check_loss(loss: Tensor, batch: int) -> None:
     """An objective must return one value per example (a scalar would attack the batch mean)."""
     if loss.shape != (batch,):
@@ -81,4 +77,4 @@ def _check_loss(loss: Tensor, batch: int) -> None:
         )
 
 
-__all__ = ["OBJECTIVES", "Objective", "cross_entropy", "cw_margin", "trades_kl"]
+__all__ = ["Objective", "cross_entropy", "cw_margin", "trades_kl"]

@@ -23,7 +23,9 @@ from afa.data.base import DataConfig, ImageSet, Splits
 from afa.data.generated import load_generated
 from afa.errors import DataError
 
-Batch = tuple[Tensor, Tensor]
+#: What both loaders yield: ``(x, y)``, uint8 images and int64 labels on the CPU (the loop
+#: makes the training step's :class:`afa.methods.Batch` of it on the device).
+LoaderBatch = tuple[Tensor, Tensor]
 
 
 # Rows read from a memory map between two releases of its pages (see arrays.file_mapping).
@@ -119,7 +121,7 @@ class BatchLoader:
         order = np.resize(order, self.per_rank * self.world_size)
         return order[self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[LoaderBatch]:
         idx = self.indices()
         shape = self.data.images.shape[1:]
         for k in range(len(self)):
@@ -210,7 +212,7 @@ class MixedLoader:
         stream = stream[:need].reshape(len(self), self.world_size, self.n_gen)
         return stream[:, self.rank]
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[LoaderBatch]:
         real_idx = self.real.indices()
         gen_idx = self.generated_indices()
         shape = self.real.data.images.shape[1:]

@@ -46,7 +46,7 @@ from afa.errors import ConfigError
 from afa.losses import NTXentLoss, nt_xent, view_sample_ids
 from afa.methods.base import Batch, Method, StepOutput
 from afa.methods.clean_term import CleanTerm, clean_adv_weights
-from afa.methods.contrastive import ContrastivePretraining, alignment_metrics
+from afa.methods.contrastive import alignment_metrics
 from afa.methods.registry import register_method
 from afa.models.base import Classifier
 from afa.models.dual_bn import Branch, bn_branch, convert_dual_bn, on_branch
@@ -83,7 +83,6 @@ class ACL(Method):
     collapse_remedies: ClassVar[tuple[str, ...]] = ("method.temperature",)
     #: How the clean and adversarial terms are weighted (:mod:`afa.methods.clean_term`).
     weighting: ClassVar[CleanTerm] = "acl"
-    classifier_method = ContrastivePretraining.classifier_method
 
     @dataclass(frozen=True)
     class Config:
@@ -155,7 +154,7 @@ class ACL(Method):
         steps = self.config.attack_steps
         return self.threat if steps is None else self.threat.with_(steps=steps)
 
-    def craft_pair(self, pair: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def craft_pair(self, pair: Tensor) -> Tensor:
         """The adversarial pair: PGD on the pair's joint NT-Xent, on the ``adv`` branch.
 
         Every row's NT-Xent term is its objective; their sum is the pair's loss (times 2B),
@@ -172,9 +171,7 @@ class ACL(Method):
 
         rows = torch.arange(pair.shape[0], device=pair.device)
         forward = on_branch(self, "adv", self.embed)
-        return perturb(
-            self, pair, rows, self.attack_threat(), objective, forward=forward, generator=generator
-        )
+        return perturb(self, pair, rows, self.attack_threat(), objective, forward=forward)
 
     def _embed_on(self, x: Tensor, branch: Branch) -> tuple[Tensor, Tensor]:
         with bn_branch(self, branch):

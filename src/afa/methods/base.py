@@ -65,14 +65,15 @@ class Method(nn.Module):
     modules (a projection head) are sub-modules, so they are checkpointed with the method.
 
     A method also carries the traits the planner and the loop ask it for, so that neither
-    keeps a list of method names: whether it pre-trains (and which classifier stage
-    follows, :meth:`classifier_method`), whether it trains on clean inputs only, which
-    validation metric selects ``best.pt`` (:meth:`selection_metric`) and what to advise
-    when its features collapse (:attr:`collapse_remedies`).
+    keeps a list of method names: whether it pre-trains (the planner then adds the
+    classifier stage the run's ``classifier`` section names), whether it trains on clean
+    inputs only, which validation metric selects ``best.pt`` (:meth:`selection_metric`)
+    and what to advise when its features collapse (:attr:`collapse_remedies`).
     """
 
     name: ClassVar[str] = "method"
-    #: True for encoder pre-training methods (afa, supcon): the planner adds a classifier stage.
+    #: True for encoder pre-training methods (afa, supcon, acl, dynacl): the planner adds a
+    #: classifier stage.
     pretraining: ClassVar[bool] = False
     #: True when the step crafts no adversary (standard, supcon): its epochs are not counted
     #: in the adversarial budget, and clean accuracy selects ``best.pt``.
@@ -89,11 +90,23 @@ class Method(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.threat = threat
+        self._threat = threat
         # A method's options are its nested ``Config`` dataclass (defaults when omitted).
         if config is None and hasattr(type(self), "Config"):
             config = type(self).Config()
         self.config = config
+
+    @property
+    def threat(self) -> ThreatModel:
+        """The run's threat model, which the method's attacks use.
+
+        Raises:
+            TypeError: the method was built without one (a clean method may be: it
+                never asks).
+        """
+        if self._threat is None:
+            raise TypeError(f"method {self.name!r} was built without a threat model")
+        return self._threat
 
     def forward(self, batch: Batch) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -104,10 +117,6 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Hook for per-epoch schedules (e.g. an eps warm-up); ``epoch`` counts from 0."""
-
-    def epoch_metrics(self) -> dict[str, float]:
-        """Extra per-epoch metrics computed by the method (e.g. collapse indicators)."""
-        return {}
 
     def trains_clean(self) -> bool:
         """Whether this instance's step crafts no adversary (default: ``clean_training``)."""
@@ -133,10 +142,6 @@ class Method(nn.Module):
             return None
         clean = self.trains_clean() and all(m.trains_clean() for m in after)
         return "val/clean_acc" if clean else "val/pgd_acc"
-
-    def classifier_method(self, protocol: str, finetune_method: str, beta: float) -> Method:
-        """The stage-2 method of a pre-training method (see ``ContrastivePretraining``)."""
-        raise TypeError(f"method {self.name!r} trains its classifier end to end")
 
     def trains_encoder(self) -> bool:
         """Whether the optimizer updates the encoder (a parameter outside ``model.head``).
@@ -199,7 +204,7 @@ def clean_adv_metrics(
     }
 
 
-def check_choices(config: Any, prefix: str = "method") -> None:
+def check_choices(config: Any) -> None:
     """Raise a :class:`ConfigError` naming the first ``Literal`` field holding another value.
 
     ``afa.config.from_dict`` checks choices when a config is parsed; this covers a method
@@ -210,16 +215,16 @@ def check_choices(config: Any, prefix: str = "method") -> None:
             value = getattr(config, name)
             if value not in get_args(tp):
                 allowed = " or ".join(repr(a) for a in get_args(tp))
-                raise ConfigError(f"{prefix}.{name}: expected {allowed}, got {value!r}")
+                raise ConfigError(f"method.{name}: expected {allowed}, got {value!r}")
 
 
-def check_non_negative(config: Any, *names: str, prefix: str = "method") -> None:
+def check_non_negative(config: Any, *names: str) -> None:
     """Raise a :class:`ConfigError` naming the first of ``names`` that is below 0 (or NaN);
     ``None`` (an option's "not set") passes."""
     for name in names:
         value = getattr(config, name)
         if value is not None and not float(value) >= 0:
-            raise ConfigError(f"{prefix}.{name}: expected >= 0, got {value!r}")
+            raise ConfigError(f"method.{name}: expected >= 0, got {value!r}")
 
 
 __all__ = [

@@ -26,9 +26,6 @@ from afa.losses import AFALoss, AFAOutput, Views, gather_with_grad
 from afa.losses.contrastive import Denominator
 from afa.methods.base import Method, accuracy_metric, check_choices, check_non_negative
 from afa.methods.collapse import class_separation, effective_rank
-from afa.methods.pgd_at import PGDAT
-from afa.methods.probe import LinearProbe
-from afa.methods.trades import TRADES
 from afa.models.base import Classifier
 from afa.models.dual_bn import convert_dual_bn
 
@@ -154,27 +151,6 @@ class ContrastivePretraining(ContrastiveMethod):
             return super().trainable_parameters()
         head = {id(p) for p in self.model.head.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in head]
-
-    def classifier_method(self, protocol: str, finetune_method: str, beta: float) -> Method:
-        """The classifier stage on the pre-trained encoder, by the run's ``classifier`` section.
-
-        ``"slf"`` / ``"alf"``: a :class:`LinearProbe` of the frozen encoder (clean CE / PGD-CE
-        adversaries); ``"aff"``: the whole network with TRADES (``beta``) or PGD-AT, by
-        ``finetune_method`` (the robust self-supervised benchmark's protocols). The earlier
-        names ``linear`` / ``linear-adv`` / ``finetune`` are accepted for them.
-        """
-        protocol = {"linear": "slf", "linear-adv": "alf", "finetune": "aff"}.get(protocol, protocol)
-        if protocol not in ("slf", "alf", "aff"):
-            raise ValueError(f"classifier protocol: expected slf, alf or aff, got {protocol!r}")
-        if protocol == "aff":
-            if finetune_method == "trades":
-                # Fine-tuning trains the branch model.bn_branch names (ACL, RobustSSL).
-                config = TRADES.Config(beta=beta, split_bn=False)
-                return TRADES(self.model, self.threat, config)
-            return PGDAT(self.model, self.threat)
-        return LinearProbe(
-            self.model, self.threat, LinearProbe.Config(adversarial=protocol == "alf")
-        )
 
     def probe_ce(
         self, feats: Tensor, labels: Tensor, n_clean: int
@@ -308,14 +284,14 @@ def craft_afa_views(
             else:
                 rows = [clean_embed(clean)] if clean.shape[0] else []
                 ref_local = torch.cat([*rows, embed(starts)])
-    ref_z, offset = gather_with_grad(ref_local, return_offset=True)  # type: ignore[misc]
+    ref_z, offset = gather_with_grad(ref_local, return_offset=True)
     ref_labels = gather_with_grad(views.labels)
     ref_is_adv = gather_with_grad(views.is_adv)
     self_index = offset + torch.arange(vc * b, (vc + va) * b, device=y.device)
     objective = afa_objective(
         ref_z,
-        ref_labels,  # type: ignore[arg-type]
-        ref_is_adv,  # type: ignore[arg-type]
+        ref_labels,
+        ref_is_adv,
         y.repeat(va),
         self_index,
         criterion,

@@ -24,14 +24,15 @@ def register_method(name: str) -> Callable[[M], M]:
 
     def deco(cls: M) -> M:
         cls.name = name
-        return METHODS.register(name)(cls)
+        METHODS.register(name)(cls)
+        return cls
 
     return deco
 
 
 def method_config_class(cls: type[Method]) -> type:
     """The method's options dataclass (``cls.Config``)."""
-    return cls.Config  # type: ignore[attr-defined]
+    return cls.Config
 
 
 __all__ = ["METHODS", "method_config_class", "register_method"]

@@ -10,6 +10,8 @@ the report read a trained run's config through this module, never through the tr
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +76,8 @@ class ModelConfig:
 PROTOCOLS: tuple[str, ...] = ("slf", "alf", "aff")
 
 #: Earlier names of the protocols, still accepted (and saved as the new name), so older
-#: recipes and run configs load.
+#: recipes and run configs load. Their one home: a run config is made canonical when it is
+#: parsed, so the code after it sees only ``slf``, ``alf`` and ``aff``.
 PROTOCOL_ALIASES: dict[str, str] = {"linear": "slf", "linear-adv": "alf", "finetune": "aff"}
 
 #: Each protocol's defaults where the config does not set a key, from the benchmark's
@@ -247,27 +250,50 @@ class RunConfig:
     def method_name(self) -> str:
         return str(self.method["name"])
 
+    @functools.cached_property
+    def method_options(self) -> Any:
+        """The method's options as its own typed ``Config``, what the planner builds it with.
+
+        :func:`parse_run_config` keeps the object it checked, so the options are parsed
+        once; a ``RunConfig`` built otherwise (in code, or by ``dataclasses.replace``)
+        parses ``method`` here on first use. Not a field: ``method`` (the plain,
+        fully resolved mapping) is what ``config.yaml`` holds and what is compared.
+        """
+        return _parse_method_options(self.method)[1]
+
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / (self.name or f"{self.data.name}-{self.method_name}")
+
+
+def _parse_method_options(method: Mapping[str, Any]) -> tuple[str, Any]:
+    """The ``method`` section's name and its options parsed by that method's ``Config``.
+
+    Raises:
+        ConfigError: no ``method.name``, an unknown method, or an option its ``Config``
+            refuses (the key named).
+    """
+    options = dict(method)
+    if "name" not in options:
+        raise ConfigError("missing key 'method.name'")
+    name = str(options.pop("name"))
+    return name, from_dict(method_config_class(METHODS.get(name)), options, "method")
 
 
 def parse_run_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Validate a raw config (after ``key=value`` overrides) into a :class:`RunConfig`.
 
     The method's options are checked against that method's own schema and stored fully
-    resolved (every default written out), so the saved config says exactly what ran.
+    resolved (every default written out), so the saved config says exactly what ran; the
+    typed options object is kept as :attr:`RunConfig.method_options`. A protocol's earlier
+    name becomes its canonical one (:data:`PROTOCOL_ALIASES`).
     """
     raw = apply_overrides(raw, list(overrides))
     if isinstance(raw, dict) and "classifier" in raw:
         raw = {**raw, "classifier": resolve_classifier_section(raw["classifier"])}
     cfg = from_dict(RunConfig, raw)
-    method = dict(cfg.method)
-    if "name" not in method:
-        raise ConfigError("missing key 'method.name'")
-    name = str(method.pop("name"))
+    name, options = _parse_method_options(cfg.method)
     cls = METHODS.get(name)
-    options = from_dict(method_config_class(cls), method, "method")
     resolved = {"name": name, **to_dict(options)}
     classifier = cfg.classifier
     if cls.pretraining and classifier is None:
@@ -288,7 +314,10 @@ def parse_run_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
             f"{cfg.train.batch_size}; the classifier stage after pre-training shares its "
             "loader (a classifier-only run, `afa finetune`, has its own)"
         )
-    return dataclasses.replace(cfg, method=resolved, classifier=classifier)
+    out = dataclasses.replace(cfg, method=resolved, classifier=classifier)
+    # A frozen dataclass: fill the cache of ``method_options`` with the object checked above.
+    object.__setattr__(out, "method_options", options)
+    return out
 
 
 def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -253,7 +253,11 @@ def fit(
     check_precision(device, opt.precision)
     val = _cap_validation(val, opt.val_examples)
     loop = _Loop(stages, train_loader, run, opt, device=device, ctx=ctx, val=val, threat=threat)
-    ckpt = loop.resume() if resume else loop.start_fresh()
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        ckpt = loop.resume()
+    else:
+        loop.start_fresh()
     if run.on_start is not None:
         run.on_start()
     loop.log_plan()
@@ -436,6 +440,7 @@ class _Loop:
         elif stage.select_by is not None:
             self.best = None  # each selecting stage chooses among its own epochs
         if self.rng_pending:
+            assert ckpt is not None  # rng_pending is set by resume(), which returned ckpt
             _restore_rng(ckpt, self.ctx, self.device, t.seed, self.global_epoch)
             self.rng_pending = False
         return run
@@ -535,7 +540,6 @@ class _Loop:
             "lr": lr,
             "time_s": train_time,
             **{f"train/{k}": v / max(total, 1) for k, v in reduced.items()},
-            **{f"train/{k}": float(v) for k, v in run.method.epoch_metrics().items()},
         }
 
     def validate(self, run: _StageRun, epoch: int, record: dict[str, Any]) -> None:
