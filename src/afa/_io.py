@@ -106,7 +106,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     try:
         with naming(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            with open(tmp, mode, encoding="utf-8" if mode == "w" else None) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())

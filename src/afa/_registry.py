@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from afa.errors import ConfigError
@@ -47,9 +47,9 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def unknown_name_message(kind: str, name: str, known: object) -> str:
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     """'unknown model 'resnet81' (did you mean 'resnet18'?); known: ...'."""
-    known = sorted(known)  # type: ignore[arg-type]
-    close = difflib.get_close_matches(str(name), known, n=1)
+    names = sorted(known)
+    close = difflib.get_close_matches(str(name), names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
+    return f"unknown {kind} {name!r}{hint}; known: {', '.join(names)}"

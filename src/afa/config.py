@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from afa.errors import ConfigError
@@ -76,7 +77,7 @@ class ConfigLoader(yaml.SafeLoader):
         self._depth = 0
         self._values = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if not self.check_event(yaml.AliasEvent):
             self._values += 1
             if self._values > MAX_VALUES:
@@ -96,9 +97,10 @@ class ConfigLoader(yaml.SafeLoader):
     def _mark(self) -> Any:
         return self.peek_event().start_mark
 
-    def compose_mapping_node(self, anchor: str | None) -> Node:
+    # ``anchor`` is the event's anchor name (str | None); types-PyYAML declares it a dict.
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
         node = super().compose_mapping_node(anchor)
-        first: dict[tuple[str, str], Any] = {}
+        first: dict[tuple[str, str], Mark] = {}
         for key, _ in node.value:
             if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
                 continue
@@ -111,7 +113,7 @@ class ConfigLoader(yaml.SafeLoader):
                 )
         return node
 
-    def compose_document(self) -> Node:
+    def compose_document(self) -> Node | None:
         node = super().compose_document()
         _check_expanded(node)
         return node
@@ -327,8 +329,10 @@ def from_dict(cls: type[T], data: Any, key: str = "") -> T:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{key or 'config'}: expected a mapping, got {data!r}")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"from_dict: {cls!r} is not a dataclass")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         path = f"{key}.{name}" if key else str(name)
@@ -342,7 +346,7 @@ def from_dict(cls: type[T], data: Any, key: str = "") -> T:
         for n, f in fields.items()
         if n not in kwargs
         and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"missing key {_join(key, missing[0])!r}")
@@ -419,7 +423,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         inner = args[1] if len(args) == 2 else Any
         return {str(k): _convert(v, inner, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         return from_dict(tp, value, key)

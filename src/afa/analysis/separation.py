@@ -44,6 +44,7 @@ Shape:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -392,16 +393,22 @@ def input_separation(
     train_y = _as_tensor(train_labels).reshape(-1).long()
     if num_classes is None:
         num_classes = int(train_y.max()) + 1 if train_y.numel() else 0
-    kw = dict(device=device, method=method, query_block=query_block, ref_block=ref_block)
+    nearest = functools.partial(
+        min_linf_to_other_label,
+        device=device,
+        method=method,
+        query_block=query_block,
+        ref_block=ref_block,
+    )
     sides: dict[str, Any] = {}
     t0 = time.perf_counter()
-    d, i = min_linf_to_other_label(train_images, train_y, train_images, train_y, **kw)
+    d, i = nearest(train_images, train_y, train_images, train_y)
     sides["train_train"] = _Side(d, i, train_y, time.perf_counter() - t0).summary(num_classes)
     sides["test_train"] = None
     if test_images is not None and test_labels is not None:
         test_y = _as_tensor(test_labels).reshape(-1).long()
         t0 = time.perf_counter()
-        d, i = min_linf_to_other_label(test_images, test_y, train_images, train_y, **kw)
+        d, i = nearest(test_images, test_y, train_images, train_y)
         sides["test_train"] = _Side(d, i, test_y, time.perf_counter() - t0).summary(num_classes)
     mins = [s["min_distance"] for s in sides.values() if s and s["min_distance"] is not None]
     two_r = min(mins) if mins else None
@@ -423,7 +430,7 @@ def input_separation(
     return out
 
 
-def _auto_method(shape: Sequence[int]) -> str:
+def _auto_method(shape: Sequence[int]) -> Literal["brute", "pruned"]:
     """``pruned`` for images of at least 16x16 pixels with even sides; ``brute`` otherwise
     (on tiny images such as 8x8 digits the bound saves less than its overhead)."""
     if (

@@ -358,7 +358,7 @@ def motion_blur_image(x: np.ndarray, radius: float, sigma: float, angles: np.nda
 def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Blur along a random direction, angle uniform in [-45, 45) degrees per image."""
     radius, sigma = [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)][severity - 1]
-    angles = rng.uniform(-45, 45, size=x.shape[0])
+    angles = rng.uniform(-45, 45, size=len(x))
     return _imagemagick_8bit(motion_blur_image(x, radius, sigma, angles))
 
 
@@ -508,7 +508,7 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     layer[layer < thresh] = 0
     # Through an 8-bit grey PNG before and after ImageMagick's blur, as the reference.
     layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8) / 255.0
-    angles = rng.uniform(-135, -45, size=n)
+    angles = rng.uniform(-135, -45, size=len(x))
     layer = _imagemagick_8bit(motion_blur_image(layer, radius, sigma, angles))
     x = keep * x + (1 - keep) * np.maximum(x, _gray(x) * 1.5 + 0.5)
     return np.clip(x + layer + np.rot90(layer, k=2, axes=(2, 3)), 0, 1)
@@ -608,7 +608,8 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     c = [0.95, 0.9, 0.85, 0.75, 0.65][severity - 1]
     h, w = x.shape[2:]
     small = (max(int(w * c), 1), max(int(h * c), 1))
-    return _pil_each(x, lambda im: im.resize(small, Image.BOX).resize((w, h), Image.BOX))
+    box = Image.Resampling.BOX
+    return _pil_each(x, lambda im: im.resize(small, box).resize((w, h), box))
 
 
 @_register("jpeg_compression")

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -321,7 +321,7 @@ def _read_capped(tf: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> by
 
 
 # (magic bytes, opener) of the compressions a tar may come in; else an uncompressed tar
-_TAR_COMPRESSIONS: tuple[tuple[bytes, Callable[[Path], IO[bytes]]], ...] = (
+_TAR_COMPRESSIONS: tuple[tuple[bytes, Callable[[Path], io.BufferedIOBase]], ...] = (
     (b"\x1f\x8b", lambda p: gzip.GzipFile(p, "rb")),
     (b"BZh", lambda p: bz2.BZ2File(p, "rb")),
     (b"\xfd7zXZ\x00", lambda p: lzma.LZMAFile(p, "rb")),
@@ -332,7 +332,7 @@ class _CappedStream:
     """The decompressed stream of a tar, refusing any single read larger than a file may be:
     tarfile reads a pax or GNU long-name header whole, before its member is returned."""
 
-    def __init__(self, raw: IO[bytes], path: Path) -> None:
+    def __init__(self, raw: io.BufferedIOBase, path: Path) -> None:
         self.raw, self.path = raw, path
 
     def read(self, size: int = -1) -> bytes:
@@ -350,6 +350,9 @@ class _CappedStream:
     def tell(self) -> int:
         return self.raw.tell()
 
+    def write(self, b: bytes) -> int:
+        raise io.UnsupportedOperation(f"{self.path}: read only")
+
     def close(self) -> None:
         self.raw.close()
 
@@ -362,7 +365,7 @@ def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
     opener = next((o for m, o in _TAR_COMPRESSIONS if magic.startswith(m)), None)
     raw = opener(path) if opener is not None else open(path, "rb")  # noqa: SIM115
     try:
-        with tarfile.open(fileobj=_CappedStream(raw, path), mode="r:") as tf:  # type: ignore[arg-type]
+        with tarfile.open(fileobj=_CappedStream(raw, path), mode="r:") as tf:
             yield tf
     finally:
         raw.close()
@@ -738,11 +741,11 @@ def load_imagefolder(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
         test = subset(test, class_interleaved(test.labels, CARVED_TEST_SEED))
 
     mean, std = channel_stats(train.images)
-    channels = int(train.images.shape[1])
+    channels, height, width = (int(s) for s in train.images.shape[1:])
     info = DatasetInfo(
         name=root.name.split(".")[0],
         num_classes=len(class_names),
-        image_shape=tuple(int(s) for s in train.images.shape[1:]),
+        image_shape=(channels, height, width),
         mean=mean,
         std=std,
         class_names=class_names,

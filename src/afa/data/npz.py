@@ -209,7 +209,7 @@ def load_npz(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
         num_classes = int(all_labels.max()) + 1 if all_labels.size else 0
     labels = check_labels(labels, num_classes, f"{path} (key {cfg.label_key!r})")
     train = ImageSet(images=images, labels=labels)
-    if test_labels is not None:
+    if test_images is not None and test_labels is not None:
         test = ImageSet(
             images=test_images,
             labels=check_labels(test_labels, num_classes, f"{path} (key {cfg.test_label_key!r})"),
@@ -226,11 +226,11 @@ def load_npz(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
         train, test = carve_test(train, n_test)
 
     mean, std = channel_stats(train.images)
-    channels = int(train.images.shape[1])
+    channels, height, width = (int(s) for s in train.images.shape[1:])
     info = DatasetInfo(
         name=path.stem,
         num_classes=num_classes,
-        image_shape=tuple(int(s) for s in train.images.shape[1:]),
+        image_shape=(channels, height, width),
         mean=mean,
         std=std,
         class_names=tuple(str(i) for i in range(num_classes)),

@@ -25,7 +25,7 @@ from afa.data.arrays import check_labels
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
 from afa.data.cifar import SPECS as CIFAR_SPECS
 from afa.data.download import check_md5, extract, fetch
-from afa.data.registry import DATASETS
+from afa.data.registry import DATASETS, DatasetFactory
 from afa.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def _corrupted_info(spec: CorruptedSpec) -> DatasetInfo:
     )
 
 
-def _corrupted_factory(name: str):
+def _corrupted_factory(name: str) -> DatasetFactory:
     spec = CORRUPTED_SPECS[name]
 
     def factory(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:

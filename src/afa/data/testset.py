@@ -241,6 +241,8 @@ def _name_difference(test: Sequence[str], model: Sequence[str]) -> str:
 
 def _whole_npz(cfg: DataConfig) -> DataConfig:
     """Point the npz reader at the one pair of arrays a test-set file holds."""
+    if cfg.path is None:  # nothing to point at; the npz reader names the missing path
+        return cfg
     keys = set(npz_keys(cfg.path))
     test_pair = cfg.test_image_key in keys and cfg.test_label_key in keys
     train_pair = cfg.image_key in keys and cfg.label_key in keys

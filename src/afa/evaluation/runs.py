@@ -56,10 +56,10 @@ def eval_settings(
         if name in CONFIG_STEPS and "steps" in (given or {}):
             raise ConfigError(f"{OPTIONS_KEY}.{name}.steps: set eval.{CONFIG_STEPS[name]} instead")
         options[name] = {**options.get(name, {}), **(given or {})}
-    for name, given in (attack_options or {}).items():
-        if not isinstance(given, Mapping):
-            raise ConfigError(f"{OPTIONS_KEY}.{name}: expected a mapping, got {given!r}")
-        options[name] = {**options.get(name, {}), **given}
+    for name, changes in (attack_options or {}).items():
+        if not isinstance(changes, Mapping):
+            raise ConfigError(f"{OPTIONS_KEY}.{name}: expected a mapping, got {changes!r}")
+        options[name] = {**options.get(name, {}), **changes}
     return EvalSettings(
         options,
         steps=steps,

@@ -36,7 +36,7 @@ comparable across batch sizes, view counts and class counts.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,7 +73,7 @@ class ContrastiveOutput:
     num_valid: Tensor
 
 
-def _no_autocast(t: Tensor):
+def _no_autocast(t: Tensor) -> AbstractContextManager[object]:
     if t.device.type in ("cuda", "cpu", "xpu", "mps"):
         return torch.autocast(device_type=t.device.type, enabled=False)
     return nullcontext()
@@ -419,9 +419,9 @@ class AFALoss(nn.Module):
         labels, is_adv = views.labels, views.is_adv
         scale = 1
         if self.gather and is_distributed():
-            z = gather_with_grad(z)  # type: ignore[assignment]
-            labels = gather_with_grad(labels)  # type: ignore[assignment]
-            is_adv = gather_with_grad(is_adv)  # type: ignore[assignment]
+            z = gather_with_grad(z)
+            labels = gather_with_grad(labels)
+            is_adv = gather_with_grad(is_adv)
             scale = world_size()
         main_rows = anchor_mask(is_adv, self.anchors)
         rows = main_rows | ~is_adv if self.clean_anchor_weight else main_rows

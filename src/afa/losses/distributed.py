@@ -25,6 +25,8 @@ Without an initialised process group (or with one rank) everything here is the i
 
 from __future__ import annotations
 
+from typing import Any, Literal, overload
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -40,6 +42,10 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+@overload
+def gather_with_grad(t: Tensor, *, return_offset: Literal[False] = False) -> Tensor: ...
+@overload
+def gather_with_grad(t: Tensor, *, return_offset: Literal[True]) -> tuple[Tensor, int]: ...
 def gather_with_grad(t: Tensor, *, return_offset: bool = False) -> Tensor | tuple[Tensor, int]:
     """All-gather ``t`` along dim 0 over ranks; the local slice keeps its graph.
 
@@ -82,12 +88,12 @@ def gather_with_grad(t: Tensor, *, return_offset: bool = False) -> Tensor | tupl
 
 class _ScaleGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, t: Tensor, factor: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, t: Tensor, factor: float) -> Tensor:
         ctx.factor = factor
         return t.view_as(t)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad * ctx.factor, None
 
 

@@ -27,7 +27,9 @@ from afa.losses.contrastive import ContrastiveOutput, per_row_terms, reduce_anch
 from afa.losses.distributed import gather_with_grad, is_distributed, scale_grad, world_size
 
 
-def view_sample_ids(batch: int, views: int, *, offset: int = 0, device=None) -> Tensor:
+def view_sample_ids(
+    batch: int, views: int, *, offset: int = 0, device: torch.device | str | None = None
+) -> Tensor:
     """The image index of every row of ``views`` views stacked view by view, plus ``offset``.
 
     Shape:
@@ -130,10 +132,10 @@ class NTXentLoss(nn.Module):
         batch = z.shape[0] // views
         scale = 1
         if self.gather and is_distributed():
-            z, row_offset = gather_with_grad(z, return_offset=True)  # type: ignore[misc]
+            z, row_offset = gather_with_grad(z, return_offset=True)
             # Every rank stacks `views` views, so earlier ranks hold row_offset / views images.
             sample = view_sample_ids(batch, views, offset=row_offset // views, device=z.device)
-            sample = gather_with_grad(sample)  # type: ignore[assignment]
+            sample = gather_with_grad(sample)
             scale = world_size()
         else:
             sample = view_sample_ids(batch, views, device=z.device)

@@ -117,7 +117,7 @@ def bn_branch(module: nn.Module, branch: Branch) -> Iterator[nn.Module]:
         yield module
     finally:
         for layer, previous in zip(layers, saved, strict=True):
-            layer.branch = previous  # type: ignore[assignment]
+            layer.branch = previous
 
 
 def on_branch(

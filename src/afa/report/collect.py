@@ -434,7 +434,8 @@ def sanity_messages(run: RunSummary) -> tuple[list[str], list[str], list[str]]:
             continue
         value, thr = _num(check.get("value")), _num(check.get("threshold"))
         desc = str(check.get("description") or "")
-        details = check.get("details") if isinstance(check.get("details"), dict) else {}
+        given = check.get("details")
+        details: dict[str, Any] = given if isinstance(given, dict) else {}
         if name == "large_eps":
             eps = _num(details.get("eps"))
             radius = "a very large radius (not recorded)" if eps is None else f"eps={eps:.4g}"

@@ -191,8 +191,9 @@ def _legend(rep: _Report) -> list[str]:
     return lines
 
 
-def _corruption_runs(rep: _Report) -> list[RunSummary]:
-    return [r for r in rep.runs if r.corruptions]
+def _corruption_runs(rep: _Report) -> list[tuple[RunSummary, dict[str, Any]]]:
+    """The runs with corruption results, each with its ``corruptions`` record."""
+    return [(r, r.corruptions) for r in rep.runs if r.corruptions]
 
 
 def _corruption_table(rep: _Report) -> tuple[list[str], list[list[str]]]:
@@ -201,9 +202,9 @@ def _corruption_table(rep: _Report) -> tuple[list[str], list[list[str]]]:
     runs = _corruption_runs(rep)
     names: list[str] = []
     severities: list[str] = []
-    for r in runs:
-        names += [n for n in r.corruptions["per_corruption"] if n not in names]
-        severities += [s for s in r.corruptions.get("per_severity", {}) if s not in severities]
+    for _, c in runs:
+        names += [n for n in c["per_corruption"] if n not in names]
+        severities += [s for s in c.get("per_severity", {}) if s not in severities]
 
     def cell(r: RunSummary, value: Any) -> str:
         return _pct(value if isinstance(value, (int, float)) else None)
@@ -212,16 +213,15 @@ def _corruption_table(rep: _Report) -> tuple[list[str], list[list[str]]]:
     for n in names:
         rows.append(
             [n.replace("_", " ")]
-            + [cell(r, r.corruptions["per_corruption"].get(n, {}).get("mean_acc")) for r in runs]
+            + [cell(r, c["per_corruption"].get(n, {}).get("mean_acc")) for r, c in runs]
         )
     for s in severities:
         rows.append(
-            [f"severity {s} (mean)"]
-            + [cell(r, r.corruptions.get("per_severity", {}).get(s)) for r in runs]
+            [f"severity {s} (mean)"] + [cell(r, c.get("per_severity", {}).get(s)) for r, c in runs]
         )
-    rows.append(["clean (same images)"] + [cell(r, r.corruptions.get("clean_acc")) for r in runs])
-    rows.append(["CA (mean)"] + [_pct(r.corruption_acc) for r in runs])
-    return ["Corruption"] + [f"{r.name} (%)" for r in runs], rows
+    rows.append(["clean (same images)"] + [cell(r, c.get("clean_acc")) for r, c in runs])
+    rows.append(["CA (mean)"] + [_pct(r.corruption_acc) for r, _ in runs])
+    return ["Corruption"] + [f"{r.name} (%)" for r, _ in runs], rows
 
 
 def _corruption_text(rep: _Report) -> list[tuple[str, str]]:
@@ -229,8 +229,7 @@ def _corruption_text(rep: _Report) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     runs = _corruption_runs(rep)
     setups: dict[str, list[str]] = {}
-    for r in runs:
-        c = r.corruptions
+    for r, c in runs:
         source = c.get("source")
         n = c.get("n_examples")
         if source == "generated":

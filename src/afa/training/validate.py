@@ -83,7 +83,7 @@ def validate(
                 adv += (model(x_adv).argmax(1) == y).sum()
     finally:
         model.train(was_training)
-    counts = {"clean": int(clean), "adv": int(adv), "n": int(images.shape[0])}
+    counts: dict[str, float] = {"clean": int(clean), "adv": int(adv), "n": int(images.shape[0])}
     if dist is not None:
         counts = dist.reduce_sums(counts)
     n = counts["n"]

@@ -190,7 +190,7 @@ def build_attacks(
     return built
 
 
-def _options_class(name: str, factory: AttackFactory) -> type:
+def _options_class(name: str, factory: AttackFactory) -> type[Any]:
     """The attack's own settings as a frozen dataclass: its factory's keyword-only
     parameters (their annotations and defaults), so ``from_dict`` checks them strictly."""
     params = [p for p in inspect.signature(factory).parameters.values() if p.kind is p.KEYWORD_ONLY]

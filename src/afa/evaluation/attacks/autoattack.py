@@ -7,6 +7,7 @@ AutoAttack is parameter-free: only the threat's ``norm`` and ``eps`` are used.
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,8 @@ def _autoattack(
     settings: EvalSettings,
     generator: torch.Generator,
 ) -> EvalAttack:
-    version, parts = ("standard", None) if component is None else ("custom", [component])
+    version: Literal["standard", "custom"] = "standard" if component is None else "custom"
+    parts = None if component is None else [component]
 
     def run(x: Tensor, y: Tensor) -> Tensor:
         return autoattack(
