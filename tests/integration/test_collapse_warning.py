@@ -82,7 +82,7 @@ class ReportsStats(Method):
     name = "reports-stats"
 
     def __init__(self, model: Classifier, stats: dict[str, float]) -> None:
-        super().__init__(model)
+        super().__init__(model, THREAT)
         self.stats = stats
 
     def forward(self, batch: Batch) -> StepOutput:
@@ -112,7 +112,7 @@ def flags(rows: list[dict]) -> list[bool]:
 
 def test_an_encoder_that_stays_at_initialisation_is_flagged(tmp_path, digits, caplog):
     with caplog.at_level(logging.WARNING, logger="afa"):
-        rows = _run(tmp_path, digits, HeadOnly(cnn(digits)))
+        rows = _run(tmp_path, digits, HeadOnly(cnn(digits), THREAT))
     assert flags(rows) == [False] * 4 + [True, True]
     last = rows[-1]
     assert last["val/feat_separation"] < MIN_GAIN_OVER_INIT * last["val/feat_separation_init"]

@@ -42,7 +42,7 @@ def _fit(run_dir, pre, post, *, resume=False, stop_after=None):
     sgd = OptimConfig(lr=0.05)
     stages = [
         Stage("pretrain", ProjectionCE(model), 4, sgd, ScheduleConfig(), select_by=None),
-        Stage("classifier", CleanCE(model), 2, sgd, ScheduleConfig(), augment=post),
+        Stage("classifier", CleanCE(model, THREAT), 2, sgd, ScheduleConfig(), augment=post),
     ]
     loader = BatchLoader(toy_data(), BATCH, shuffle=True, drop_last=True, seed=0)
     return fit(

@@ -59,7 +59,9 @@ def _train(ctx: DistContext, run_dir: Path, *, resume=False, stop_after=None, in
     sgd = OptimConfig(lr=0.05)
     stages = [
         Stage("pretrain", ProjectionCE(model), 1, sgd, ScheduleConfig(), select_by=None),
-        Stage("train", CleanCE(model), 2, sgd, ScheduleConfig(name="cosine"), grad_clip=1.0),
+        Stage(
+            "train", CleanCE(model, THREAT), 2, sgd, ScheduleConfig(name="cosine"), grad_clip=1.0
+        ),
     ]
     loader = BatchLoader(
         toy_data(),

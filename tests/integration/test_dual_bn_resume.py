@@ -38,7 +38,7 @@ class DualCE(Method):
 def _run(run_dir, *, resume=False, stop_after=None, init_seed=0):
     torch.manual_seed(init_seed)
     model = convert_dual_bn(TinyNet())
-    stages = [Stage("train", DualCE(model), 4, OptimConfig(lr=0.05), ScheduleConfig())]
+    stages = [Stage("train", DualCE(model, THREAT), 4, OptimConfig(lr=0.05), ScheduleConfig())]
     state = fit(
         stages,
         BatchLoader(toy_data(), BATCH, shuffle=True, drop_last=True, seed=0),

@@ -26,6 +26,7 @@ from test_resume import BATCH, INFO, THREAT, TinyNet, toy_data
 
 import afa.training.plan as plan
 from afa._lock import RunLockedError, is_locked, read_holder
+from afa.attacks import ThreatModel
 from afa.cli.main import main
 from afa.data import BatchLoader, make_augment
 from afa.errors import TrainingDiverged
@@ -50,7 +51,7 @@ class NaNAtStep(Method):
     name = "nan-at-step"
 
     def __init__(self, model, bad_step: int) -> None:
-        super().__init__(model)
+        super().__init__(model, ThreatModel())
         self.bad_step, self.calls = bad_step, 0
 
     def forward(self, batch: Batch) -> StepOutput:

@@ -81,7 +81,7 @@ class ProjectionCE(Method):
     name = "projection-ce"
 
     def __init__(self, model: Classifier) -> None:
-        super().__init__(model)
+        super().__init__(model, THREAT)
         self.projection = nn.Linear(model.num_features, CLASSES)
 
     def forward(self, batch: Batch) -> StepOutput:
@@ -110,7 +110,7 @@ def make_stages(kind: str, model: Classifier) -> list[Stage]:
     if kind == "two":
         return [
             Stage("pretrain", ProjectionCE(model), 2, sgd, ScheduleConfig(), select_by=None),
-            Stage("classifier", CleanCE(model), 3, OptimConfig(lr=0.02), ScheduleConfig()),
+            Stage("classifier", CleanCE(model, THREAT), 3, OptimConfig(lr=0.02), ScheduleConfig()),
         ]
     raise ValueError(kind)
 

@@ -85,28 +85,15 @@ class Method(nn.Module):
     #: collapse), or None.
     collapse_reference: ClassVar[str | None] = None
 
-    def __init__(
-        self, model: Classifier, threat: ThreatModel | None = None, config: Any = None
-    ) -> None:
+    def __init__(self, model: Classifier, threat: ThreatModel, config: Any = None) -> None:
         super().__init__()
         self.model = model
-        self._threat = threat
+        #: the run's threat model: every attack of the method crafts within it
+        self.threat = threat
         # A method's options are its nested ``Config`` dataclass (defaults when omitted).
         if config is None and hasattr(type(self), "Config"):
             config = type(self).Config()
         self.config = config
-
-    @property
-    def threat(self) -> ThreatModel:
-        """The run's threat model, which the method's attacks use.
-
-        Raises:
-            TypeError: the method was built without one (a clean method may be: it
-                never asks).
-        """
-        if self._threat is None:
-            raise TypeError(f"method {self.name!r} was built without a threat model")
-        return self._threat
 
     def forward(self, batch: Batch) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -110,9 +110,7 @@ class ContrastiveMethod(Method):
     #: Options (dotted config keys) the collapse warning suggests, all of this method's own.
     collapse_remedies: ClassVar[tuple[str, ...]] = ("method.temperature",)
 
-    def __init__(
-        self, model: Classifier, threat: ThreatModel | None = None, config: Any = None
-    ) -> None:
+    def __init__(self, model: Classifier, threat: ThreatModel, config: Any = None) -> None:
         super().__init__(model, threat, config)
         c = self.config
         self.projector = projection_head(c.head, model.num_features, c.head_dim)
