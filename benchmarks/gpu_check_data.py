@@ -31,8 +31,8 @@ if str(SRC) not in sys.path:
 from afa._io import write_json  # noqa: E402
 from afa.data import load_splits  # noqa: E402
 from afa.data.base import DataConfig  # noqa: E402
-from afa.data.folder import FileTree, class_files  # noqa: E402
-from afa.data.npz import CARVED_TEST_SEED  # noqa: E402
+from afa.data.readers.folder import FileTree, class_files  # noqa: E402
+from afa.data.readers.npz import CARVED_TEST_SEED  # noqa: E402
 from afa.errors import UserError  # noqa: E402
 
 

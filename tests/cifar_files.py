@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from afa.data.cifar import IMAGE_SHAPE, SPECS
+from afa.data.readers.cifar import IMAGE_SHAPE, SPECS
 
 
 def synthetic_images(
@@ -44,7 +44,7 @@ def write_cifar_like(
         seed: seeds the images and labels.
         tarball: write ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` instead of the
             extracted folder. Its md5 is not the official one, so reading it through
-            ``load_splits`` needs the expected md5 patched (see ``afa.data.cifar.SPECS``).
+            ``load_splits`` needs the expected md5 patched (see ``afa.data.readers.cifar.SPECS``).
 
     Returns:
         The folder or the tarball written.

@@ -7,7 +7,7 @@ import torch
 from test_resume import BATCH, THREAT, CleanCE, ProjectionCE, TinyNet, toy_data, val_split
 
 from afa.data import BatchLoader, DatasetInfo, make_augment
-from afa.data.contrastive_augment import ContrastiveAugment, ContrastiveAugmentConfig
+from afa.data.transforms.contrastive_augment import ContrastiveAugment, ContrastiveAugmentConfig
 from afa.runs import parse_run_config
 from afa.training import LoopOptions, OptimConfig, RunSpec, ScheduleConfig, Stage, fit
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from afa.data import corruptions as C
-from afa.data.corruptions import corrupt, corruption_names
+from afa.data.transforms import corruptions as C
+from afa.data.transforms.corruptions import corrupt, corruption_names
 from afa.errors import ConfigError
 
 

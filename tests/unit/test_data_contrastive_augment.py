@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageEnhance
 
 from afa.data import DatasetInfo, make_augment
-from afa.data.contrastive_augment import (
+from afa.data.transforms.contrastive_augment import (
     ContrastiveAugment,
     ContrastiveAugmentConfig,
     adjust_brightness,

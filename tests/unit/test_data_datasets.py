@@ -15,8 +15,8 @@ import pytest
 from cifar_files import synthetic_images, write_cifar_like  # tests/cifar_files.py
 
 from afa.data import DATASETS, DataConfig, load_splits
-from afa.data import cifar as cifar_mod
 from afa.data.arrays import holdout_count, stratified_split
+from afa.data.readers import cifar as cifar_mod
 from afa.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------------------------------------

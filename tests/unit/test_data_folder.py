@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from afa.data import DataConfig, load_splits
-from afa.data import folder as folder_mod
 from afa.data.arrays import class_interleaved
+from afa.data.readers import folder as folder_mod
 from afa.errors import ConfigError, DataError
 
 CLASSES = ("zebra", "ant", "cat")  # written unsorted: the labels follow the sorted names
@@ -407,14 +407,14 @@ def test_flipped_bytes_in_the_cache_are_noticed_and_rebuilt(tmp_path, caplog):
     at = info.header_offset + 30 + len(info.filename) + 128 + info.file_size // 2
     raw[at] ^= 0xFF
     cache.write_bytes(bytes(raw))
-    with caplog.at_level("WARNING", logger="afa.data.folder"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.folder"):
         splits = load_splits(cfg)
     notes = [r.getMessage() for r in caplog.records if "cache" in r.getMessage()]
     assert len(notes) == 1 and "damaged decoded-image cache" in notes[0], notes
     assert "CRC-32" in notes[0] and str(cache) in notes[0]
     np.testing.assert_array_equal(splits.train.images, written["train"][0])
     caplog.clear()
-    with caplog.at_level("WARNING", logger="afa.data.folder"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.folder"):
         load_splits(cfg)  # the rebuilt cache verifies
     assert not caplog.records
 
@@ -426,7 +426,7 @@ def test_an_empty_cache_is_rebuilt(tmp_path, caplog):
     load_splits(cfg)
     cache = next((tmp_path / "cache").glob("*.npz"))
     cache.write_bytes(b"")
-    with caplog.at_level("WARNING", logger="afa.data.folder"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.folder"):
         splits = load_splits(cfg)
     assert [r.getMessage().count("damaged decoded-image cache") for r in caplog.records] == [1]
     np.testing.assert_array_equal(splits.train.images, written["train"][0])
@@ -466,7 +466,7 @@ def test_hidden_entries_are_skipped_everywhere(tmp_path, kind, caplog):
         root = _zip(tmp_path / "ds", tmp_path / "a.zip", "")
     else:
         root = _tar(tmp_path / "ds", tmp_path / "a.tar.gz", "ds")
-    with caplog.at_level("WARNING", logger="afa.data.folder"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.folder"):
         splits = load_splits(_cfg(root, tmp_path))
     assert splits.info.class_names == ("ant", "cat", "zebra")
     np.testing.assert_array_equal(splits.train.images, written["train"][0])

@@ -19,7 +19,7 @@ from afa.data import (
     load_generated,
     load_splits,
 )
-from afa.data.npz import read_npz_array
+from afa.data.readers.npz import read_npz_array
 from afa.errors import DataError
 
 

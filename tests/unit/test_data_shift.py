@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from afa.data import DataConfig, build_train_loader, load_splits
-from afa.data import shift as shift_mod
-from afa.data.download import file_md5
-from afa.data.shift import (
+from afa.data.readers import shift as shift_mod
+from afa.data.readers.download import file_md5
+from afa.data.readers.shift import (
     CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     available_corruptions,

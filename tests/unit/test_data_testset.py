@@ -18,8 +18,8 @@ from test_data_tiny_imagenet import _write as write_tiny_imagenet
 
 from afa.cli.main import main
 from afa.data import DataConfig, DatasetInfo, ImageSet, as_tensor
-from afa.data.npz import read_npz_array
-from afa.data.testset import check_test_data, load_test_data, parse_test_data
+from afa.data.pipeline.testset import check_test_data, load_test_data, parse_test_data
+from afa.data.readers.npz import read_npz_array
 from afa.errors import ConfigError, DataError
 from afa.report.export import model_info
 

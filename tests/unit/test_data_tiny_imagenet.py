@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from afa.data import DataConfig, load_splits
-from afa.data import tiny_imagenet as tin
-from afa.data.download import file_md5
+from afa.data.readers import tiny_imagenet as tin
+from afa.data.readers.download import file_md5
 from afa.errors import DataError
 from afa.models import MODELS, create_model
 
@@ -190,7 +190,7 @@ def _shape_lines(caplog) -> list[str]:
 
 def test_a_copy_of_another_shape_says_so_in_one_line(tmp_path, caplog):
     _write(tmp_path)
-    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.tiny_imagenet"):
         load_splits(_cfg(tmp_path, tmp_path))
     lines = _shape_lines(caplog)
     assert len(caplog.records) == 1 and len(lines) == 1, caplog.text
@@ -199,7 +199,7 @@ def test_a_copy_of_another_shape_says_so_in_one_line(tmp_path, caplog):
     assert "3 classes; 3 training images per class; 3 validation images" in lines[0]
     assert lines[0].endswith("read as it is (a 3-class classifier)")
     caplog.clear()
-    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.tiny_imagenet"):
         load_splits(_cfg(tmp_path, tmp_path))  # from the cache: said again, once
     assert len(_shape_lines(caplog)) == 1
 
@@ -211,7 +211,7 @@ def test_the_official_shape_is_silent_and_extra_classes_are_named(tmp_path, capl
     monkeypatch.setattr(tin, "TRAIN_PER_CLASS", TRAIN_PER_CLASS)
     monkeypatch.setattr(tin, "VAL_IMAGES", len(VAL))
     _write(tmp_path)
-    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.tiny_imagenet"):
         load_splits(_cfg(tmp_path, tmp_path))
     assert not caplog.records
     base = tmp_path / tin.FOLDER
@@ -225,7 +225,7 @@ def test_the_official_shape_is_silent_and_extra_classes_are_named(tmp_path, capl
         (base / "val" / "images" / f"val_{wnid}.JPEG").write_bytes(source.read_bytes())
     with (base / "val" / "val_annotations.txt").open("a") as f:
         f.write("".join(f"val_{w}.JPEG\t{w}\t0\t0\t63\t63\n" for w in extra))
-    with caplog.at_level("WARNING", logger="afa.data.tiny_imagenet"):
+    with caplog.at_level("WARNING", logger="afa.data.readers.tiny_imagenet"):
         splits = load_splits(_cfg(tmp_path, tmp_path))
     assert splits.info.num_classes == 5  # what the user asked for: carried on, and said
     lines = _shape_lines(caplog)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from afa.data import DatasetInfo, ImageSet
-from afa.data.corruptions import COMMON, corrupt
+from afa.data.transforms.corruptions import COMMON, corrupt
 from afa.errors import ConfigError
 from afa.evaluation.shift import (
     GENERATE,

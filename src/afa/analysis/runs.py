@@ -9,7 +9,7 @@ from typing import Any, Literal
 from afa.analysis.analyze import analyze, write_analysis
 from afa.attacks import ThreatModel
 from afa.data import DataConfig, DatasetInfo, Splits, as_tensor, load_splits
-from afa.data.testset import load_test_data, own_test_record
+from afa.data.pipeline.testset import load_test_data, own_test_record
 from afa.models import Classifier
 from afa.runs import EvalConfig, load_trained_run, resolve_device
 

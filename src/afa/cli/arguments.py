@@ -102,6 +102,6 @@ def read_test_data(args: argparse.Namespace) -> DataConfig | None:
     model's own test set)."""
     if not args.test_data:
         return None
-    from afa.data.testset import parse_test_data
+    from afa.data.pipeline.testset import parse_test_data
 
     return parse_test_data(args.test_data)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from afa.data.contrastive_augment import ContrastiveAugmentConfig
+from afa.data.transforms.contrastive_augment import ContrastiveAugmentConfig
 from afa.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from afa.attacks import ThreatModel
 from afa.data import DataConfig, Splits, load_splits
-from afa.data.testset import load_test_data, own_test_record, test_only_splits
+from afa.data.pipeline.testset import load_test_data, own_test_record, test_only_splits
 from afa.evaluation.result import EvalResult
 from afa.evaluation.runs import check_overrides, evaluate_and_record
 from afa.evaluation.shift import ShiftRequest

@@ -12,7 +12,7 @@ from torch import nn
 
 from afa.attacks import ThreatModel
 from afa.data import DataConfig, Splits, as_tensor, load_splits
-from afa.data.testset import load_test_data, own_test_record, test_only_splits
+from afa.data.pipeline.testset import load_test_data, own_test_record, test_only_splits
 from afa.errors import ConfigError, NonFiniteError
 from afa.evaluation.attacks import OPTIONS_KEY, EvalSettings
 from afa.evaluation.record import write_eval_json
@@ -102,7 +102,7 @@ def evaluate_run(
     same first test examples, recorded under ``shift`` (:mod:`afa.evaluation.shift`); its
     files are looked for in the run's ``data.root`` unless it names a folder.
     ``test_data`` evaluates on the test split of that data instead of the run's own
-    (:mod:`afa.data.testset`), checked against the model before any attack runs; the
+    (:mod:`afa.data.pipeline.testset`), checked against the model before any attack runs; the
     test set is recorded under ``test_data`` either way.
 
     Returns:

@@ -4,7 +4,7 @@ Corruption accuracy follows Hendrycks & Dietterich (ICLR 2019): the model is sco
 corruption at every severity (1-5), and the mean over all of them is the corruption accuracy,
 "CA" in the tables of the robust self-supervised benchmark (one minus the unnormalised mean
 corruption error). Images come from the official CIFAR-10-C / CIFAR-100-C files when given,
-else :mod:`afa.data.corruptions` generates them from the test set with a seed.
+else :mod:`afa.data.transforms.corruptions` generates them from the test set with a seed.
 
 Counts are kept per corruption and severity and divided once: every accuracy here is
 ``n_correct / n_examples``, and the mean is the sum of counts over ``n_examples`` times the
@@ -28,7 +28,13 @@ from torch import nn
 from afa._registry import unknown_name_message
 from afa.attacks import attack_mode
 from afa.data import DatasetInfo, ImageSet, to_float
-from afa.data.corruptions import (
+from afa.data.readers.shift import (
+    available_corruptions,
+    corrupted_folder,
+    load_cifar10_1,
+    load_cifar_c,
+)
+from afa.data.transforms.corruptions import (
     COMMON,
     EXTRA,
     NOT_GENERATED,
@@ -37,7 +43,6 @@ from afa.data.corruptions import (
     corrupt,
     corruption_names,
 )
-from afa.data.shift import available_corruptions, corrupted_folder, load_cifar10_1, load_cifar_c
 from afa.errors import ConfigError
 
 log = logging.getLogger("afa")
@@ -152,7 +157,7 @@ def _tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def generated_source(images: np.ndarray, labels: np.ndarray, seed: int) -> CorruptionSource:
-    """Corrupt ``images`` on request with :func:`afa.data.corruptions.corrupt`.
+    """Corrupt ``images`` on request with :func:`afa.data.transforms.corruptions.corrupt`.
 
     Chunk ``j`` of corruption ``name`` at ``severity`` draws from
     ``default_rng([seed, crc32(name), severity, j])``: the images of a cell do not change
@@ -270,8 +275,8 @@ def generated_corruption_accuracy(
 
     Args:
         corruptions: default: every corruption generated for these images
-            (:func:`afa.data.corruptions.corruption_names`, the 15 of the benchmark less
-            those in :data:`~afa.data.corruptions.NOT_GENERATED`).
+            (:func:`afa.data.transforms.corruptions.corruption_names`, the 15 of the benchmark less
+            those in :data:`~afa.data.transforms.corruptions.NOT_GENERATED`).
 
     Shape:
         images: (N, C, H, W) uint8; labels: (N,).

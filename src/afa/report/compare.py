@@ -234,7 +234,7 @@ def _corruption_text(rep: _Report) -> list[tuple[str, str]]:
         n = c.get("n_examples")
         if source == "generated":
             where = (
-                f"generated from the first {n} test images by afa.data.corruptions "
+                f"generated from the first {n} test images by afa.data.transforms.corruptions "
                 f"(Hendrycks & Dietterich's CIFAR-10-C constants), seed {c.get('seed')}"
             )
         else:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from afa.data.arrays import file_mapping
 from afa.data.base import DataConfig, ImageSet, Splits
-from afa.data.generated import load_generated
+from afa.data.readers.generated import load_generated
 from afa.errors import DataError
 
 #: What both loaders yield: ``(x, y)``, uint8 images and int64 labels on the CPU (the loop

@@ -49,7 +49,7 @@ import numpy as np
 from scipy import ndimage
 
 from afa._registry import unknown_name_message
-from afa.data.shift import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
+from afa.data.readers.shift import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 from afa.errors import ConfigError
 
 # One list of names for the official files and the generated ones: the 15 of the benchmark in

@@ -8,7 +8,7 @@ out of train as for every dataset (``data.val_size``).
 
 Labels follow the sorted wnids, as torchvision's ImageFolder over ``train/`` gives them (the
 usual order in robust-training code). Images are decoded once into the memory-mapped cache of
-``afa.data.folder`` (the few grayscale JPEGs become RGB); the folder, the official ``.zip``
+``afa.data.readers.folder`` (the few grayscale JPEGs become RGB); the folder, the official ``.zip``
 (read in place, md5 checked) or any archive of the layout (e.g. a ``.tar.gz`` sample) works.
 
 A copy of another shape than the official one (200 classes of 500 training images, 10,000
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
-from afa.data.download import check_md5, fetch
-from afa.data.folder import (
+from afa.data.readers.download import check_md5, fetch
+from afa.data.readers.folder import (
     DecodePlan,
     FileTree,
     cache_path,

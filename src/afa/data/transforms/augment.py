@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from afa.data.base import DatasetInfo
-from afa.data.contrastive_augment import ContrastiveAugment, ContrastiveAugmentConfig
+from afa.data.transforms.contrastive_augment import ContrastiveAugment, ContrastiveAugmentConfig
 
 
 def to_float(x: Tensor, device: torch.device | str) -> Tensor:
@@ -40,7 +40,7 @@ def make_augment(
     per sample (Krizhevsky et al. 2012; the standard CIFAR recipe with ``padding=4``).
 
     ``contrastive``: SimCLR's crop/flip/colour jitter/grayscale with a strength schedule
-    (:class:`~afa.data.contrastive_augment.ContrastiveAugment`, options ``contrastive``); it
+    (:class:`~afa.data.transforms.contrastive_augment.ContrastiveAugment`, options ``contrastive``); it
     has ``set_epoch(epoch, epochs)``, which the training loop calls at each epoch's start.
 
     Shape:

@@ -20,7 +20,7 @@ import numpy as np
 
 from afa.config import apply_overrides, from_dict
 from afa.data.base import DataConfig, DatasetInfo, ImageSet, Splits
-from afa.data.npz import npz_keys
+from afa.data.readers.npz import npz_keys
 from afa.data.registry import DATASETS, load_splits
 from afa.errors import ConfigError, DataError
 

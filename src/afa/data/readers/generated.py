@@ -3,7 +3,7 @@
 Each file is an uncompressed ``.npz`` with ``image`` (uint8, (N, H, W, C)) and ``label``
 (integers). Files of millions of images are memory-mapped, never read whole: the images become
 a (N, C, H, W) view of the mapped NHWC bytes, and each batch is gathered and made contiguous
-NCHW only after indexing (``afa.data.loader``).
+NCHW only after indexing (``afa.data.pipeline.loader``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from afa.data.arrays import check_labels
 from afa.data.base import DatasetInfo, ImageSet
-from afa.data.npz import read_npz_array
+from afa.data.readers.npz import read_npz_array
 from afa.errors import DataError
 
 IMAGE_KEY = "image"

@@ -52,7 +52,7 @@ from afa.data.arrays import (
     subset,
 )
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
-from afa.data.npz import CARVED_TEST_FRACTION, CARVED_TEST_SEED, carve_test, read_npz_array
+from afa.data.readers.npz import CARVED_TEST_FRACTION, CARVED_TEST_SEED, carve_test, read_npz_array
 from afa.data.registry import DATASETS
 from afa.errors import ConfigError, DataError
 
@@ -195,13 +195,13 @@ class FileTree:
         if members > MAX_ARCHIVE_MEMBERS:
             raise DataError(
                 f"{self.path}: more than {MAX_ARCHIVE_MEMBERS:,} members, the most an archive "
-                "may hold (afa.data.folder.MAX_ARCHIVE_MEMBERS); extract it and give the folder"
+                "may hold (afa.data.readers.folder.MAX_ARCHIVE_MEMBERS); extract it and give the folder"
             )
         if total > MAX_ARCHIVE_BYTES:
             raise DataError(
                 f"{self.path}: members of more than {MAX_ARCHIVE_BYTES:,} bytes in all "
                 "(uncompressed), the most an archive may hold "
-                "(afa.data.folder.MAX_ARCHIVE_BYTES); extract it and give the folder"
+                "(afa.data.readers.folder.MAX_ARCHIVE_BYTES); extract it and give the folder"
             )
 
     def fingerprint(self) -> list:
@@ -306,7 +306,7 @@ def _check_file_size(size: int, where: str, *, declared: bool = True) -> None:
         what = f"{size:,} bytes" if declared else "more bytes than its header declares"
         raise DataError(
             f"{where}: {what}; a data file may have at most {MAX_FILE_BYTES:,} "
-            "(afa.data.folder.MAX_FILE_BYTES)"
+            "(afa.data.readers.folder.MAX_FILE_BYTES)"
         )
 
 
@@ -340,7 +340,7 @@ class _CappedStream:
             what = f"{size:,} bytes" if size is not None and size >= 0 else "unbounded size"
             raise DataError(
                 f"{self.path}: a tar record of {what}; a data file may have at most "
-                f"{MAX_FILE_BYTES:,} (afa.data.folder.MAX_FILE_BYTES)"
+                f"{MAX_FILE_BYTES:,} (afa.data.readers.folder.MAX_FILE_BYTES)"
             )
         return self.raw.read(size)
 
@@ -418,7 +418,7 @@ def decode_image(
         pixels = f"{int(found[1]):,}" if found else "too many"
         raise DataError(
             f"{where}: image of {pixels} pixels; a dataset image may have at most "
-            f"{MAX_IMAGE_PIXELS:,} (afa.data.folder.MAX_IMAGE_PIXELS)"
+            f"{MAX_IMAGE_PIXELS:,} (afa.data.readers.folder.MAX_IMAGE_PIXELS)"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{where}: not a readable image ({exc})") from None
@@ -440,12 +440,12 @@ def _check_dimensions(size: tuple[int, int], where: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise DataError(
             f"{where}: image is {height}x{width} (HxW), {width * height:,} pixels; a dataset "
-            f"image may have at most {MAX_IMAGE_PIXELS:,} (afa.data.folder.MAX_IMAGE_PIXELS)"
+            f"image may have at most {MAX_IMAGE_PIXELS:,} (afa.data.readers.folder.MAX_IMAGE_PIXELS)"
         )
     if min(width, height) < MIN_IMAGE_SIDE:
         raise DataError(
             f"{where}: image is {height}x{width} (HxW), smaller than the "
-            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} minimum (afa.data.folder.MIN_IMAGE_SIDE)"
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} minimum (afa.data.readers.folder.MIN_IMAGE_SIDE)"
         )
 
 

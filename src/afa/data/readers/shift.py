@@ -23,8 +23,8 @@ import numpy as np
 
 from afa.data.arrays import check_labels
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
-from afa.data.cifar import SPECS as CIFAR_SPECS
-from afa.data.download import check_md5, extract, fetch
+from afa.data.readers.cifar import SPECS as CIFAR_SPECS
+from afa.data.readers.download import check_md5, extract, fetch
 from afa.data.registry import DATASETS, DatasetFactory
 from afa.errors import ConfigError, DataError
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from afa.data.arrays import check_labels
 from afa.data.base import DataConfig, DatasetInfo, ImageSet
-from afa.data.download import check_md5, fetch, file_md5  # noqa: F401  (file_md5: re-exported)
+from afa.data.readers.download import check_md5, fetch, file_md5  # noqa: F401  (file_md5: re-exported)
 from afa.data.registry import DATASETS
 from afa.errors import DataError
 
