@@ -1,4 +1,4 @@
-"""The CIFAR-10 measurement of the adversarial contrastive ingredients (issues 10 and 11).
+"""The CIFAR-10 measurement of the adversarial contrastive ingredients (AFA, ACL, DynACL, afa-trades).
 
 Every row is a shipped recipe (``src/afa/configs/cifar10-*.yaml``) plus ``key=value``
 overrides, trained on the CIFAR-10 JPEG copy of the whole training set read through the
@@ -6,14 +6,14 @@ overrides, trained on the CIFAR-10 JPEG copy of the whole training set read thro
 validation split (stratified, fixed seeds), so every table says "CIFAR-10 (JPEG copy),
 test = 5,000 held out of train". Suites (``--suite``):
 
-* ``budget`` (issue 10, step 1): clean SupCon + a clean linear probe on the CNN at width
+* ``budget`` (step 1): clean SupCon + a clean linear probe on the CNN at width
   16, 32 and 64 and ResNet-18 at width 16: linear-probe accuracy, loss over chance and cos_gap
   per epoch, steps, batch and time, to find a budget at which contrastive learning learns;
-* ``ingredients`` (issue 10, steps 2-3): standard training (the clean reference), PGD-AT,
+* ``ingredients`` (steps 2-3): standard training (the clean reference), PGD-AT,
   TRADES, the AFA baseline, each ingredient alone (the clean contrastive term, dual BN,
   the contrastive augmentation, LR warm-up), all four together, afa-trades with and
   without the clean term and dual BN;
-* ``acl`` (issue 11): AFA, afa-trades, ACL, DynACL, PGD-AT, TRADES (and standard).
+* ``acl``: AFA, afa-trades, ACL, DynACL, PGD-AT, TRADES (and standard).
 
 Pre-training rows come in three stage-2 protocols: SLF (clean linear head on the frozen
 encoder), ALF (adversarial linear head), AFF (TRADES fine-tuning of the whole network).
@@ -266,7 +266,7 @@ AFA_BASELINE = (
 
 
 def afa_ingredients(b: Budget) -> dict[str, tuple[str, ...]]:
-    """Each ingredient of issue 10 as the overrides that switch it on over ``AFA_BASELINE``."""
+    """Each ingredient of AFA's recipe as the overrides that switch it on over ``AFA_BASELINE``."""
     return {
         # ACL's (1/2, 1/2) clean + adversarial terms (Jiang et al. 2020): two clean views
         "clean term": ("method.clean_views=2", "method.clean_term=acl"),
@@ -338,7 +338,7 @@ def ingredients_suite(b: Budget) -> Suite:
 
 
 def acl_suite(b: Budget) -> Suite:
-    """Issue 11's table: AFA and afa-trades against ACL and DynACL (and PGD-AT, TRADES)."""
+    """The contrastive family's table: AFA and afa-trades against ACL and DynACL (and PGD-AT, TRADES)."""
     # DynACL's K = 50 of 1000 epochs (weight schedule and augmentation annealing), scaled
     k = max(1, round(b.epochs * 50 / 1000))
     warm = (f"train.schedule.warmup_epochs={b.warmup}", lars_lr(b))
@@ -665,7 +665,7 @@ def build_row(run: Run, rec: dict[str, Any], eval_name: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ estimate
 
-#: Seconds per 50,000-image epoch, width-32 CNN, PGD-5, 2 CPU cores, as given when issue 10's
+#: Seconds per 50,000-image epoch, width-32 CNN, PGD-5, 2 CPU cores, as given when the
 #: measurement was planned: standard 38, PGD-5 AT 190, AFA 280, AFA+TRADES 550. SupCon
 #: and TRADES from those by the step-time ratios measured here (bench_training_step.py,
 #: cnn w32, CIFAR-shaped, batch 256, PGD-5, 1 thread, load 1.1-1.4: supcon 3.1 x standard,

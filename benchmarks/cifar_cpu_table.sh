@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU measurement of issues 10 and 11 at the budget that fits a few hours of two cores:
+# The CPU measurement of the adversarial contrastive methods at the budget that fits a few hours of two cores:
 # CNN width 16, 10,000 of the 44,000 training images (stratified), batch 128, 10 adversarial
 # epochs per row (pre-training rows: 7 + 3), PGD-5 training, APGD-CE + APGD-T on the first
 # 1,000 of the 5,000 held-out test images (AutoAttack standard on the final rows, step 9), and
@@ -21,7 +21,7 @@ bench --suite budget --variants "supcon cnn w16" "supcon cnn w32" \
 # 2. references, the AFA baseline and all ingredients together (SLF / ALF / AFF)
 ING=(--suite ingredients --out benchmarks/results/cifar-contrastive-ingredients-10k.json)
 bench "${ING[@]}" --variants standard pgd-at trades "afa baseline *" "afa +all four *"
-# 3. ACL and DynACL (issue 11), sharing the rows above
+# 3. ACL and DynACL, sharing the rows above
 ACL=(--suite acl --out benchmarks/results/cifar-contrastive-acl-10k.json)
 bench "${ACL[@]}" --variants "acl *" "dynacl *"
 # 4. afa-trades with and without the clean term and dual BN
