@@ -3,6 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Back to one thread after every test: a benchmark's ``--threads`` changes it."""
+    yield
+    torch.set_num_threads(1)

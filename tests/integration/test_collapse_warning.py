@@ -30,14 +30,6 @@ THREAT = ThreatModel(norm="linf", eps=0.1, step_size=0.05, steps=1)
 EPOCHS = 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_splits(load_run_config(resolve_recipe("digits-standard")).data)

@@ -8,15 +8,13 @@ reused from its cache.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
+from benchmark_modules import load_benchmark  # tests/benchmark_modules.py
 
 from afa.config import to_dict
 from afa.runs import load_run_config
@@ -24,21 +22,8 @@ from afa.runs import load_run_config
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_ablation", BENCH / "ablation.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ablation")
 
 
 def tiny_suite(ab: ModuleType) -> object:

@@ -7,39 +7,20 @@ markdown are written and the table printed, one row per run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
+from benchmark_modules import load_benchmark  # tests/benchmark_modules.py
 
 from afa.recipes import resolve_recipe
 from afa.runs import load_run_config
 from afa.training.plan import train_run
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_bench_alignment_table", BENCH / "alignment_table.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("alignment_table")
 
 
 def tiny_run(out: Path, recipe: str, *extra: str) -> Path:

@@ -26,14 +26,6 @@ from afa.training.plan import train_run
 THREAT = ThreatModel(norm="linf", eps=0.2, step_size=0.1, steps=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Classifier, object]:
     n = torch.get_num_threads()

@@ -7,7 +7,6 @@ measurement sees at least the tensors it must (so a broken profiler trace fails 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -19,26 +18,13 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from benchmark_modules import load_benchmark  # tests/benchmark_modules.py
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """One torch thread: on a loaded CPU several threads make these tiny steps 20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def test_training_step_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,40 +6,24 @@ second invocation that skips.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from benchmark_modules import load_benchmark  # tests/benchmark_modules.py
 
 from afa.runs import load_checkpoint
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_bench_cifar_contrastive", BENCH / "cifar_contrastive.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("cifar_contrastive")
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,6 @@ from afa.runs import load_run_config, load_trained
 from afa.training.plan import train_run
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def clusters(
     n_per: int = 200, k: int = 5, dim: int = 16, noise: float = 0.3, offset: float = 0.0
 ) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,6 @@ deadline guard and the wheel slimming on their own.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -19,27 +18,14 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
+from benchmark_modules import load_benchmark  # tests/benchmark_modules.py
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_gpu_evidence", BENCH / "gpu_evidence.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_evidence")
 
 
 @pytest.fixture(scope="module")
