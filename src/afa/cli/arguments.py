@@ -57,6 +57,21 @@ def add_overrides(parser: argparse.ArgumentParser, help: str = "dotted-key overr
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=help)
 
 
+def add_evaluation_arguments(parser: argparse.ArgumentParser, n_default: str) -> None:
+    """``--n``, ``--attacks`` and ``--no-sanity``: what an evaluation of a run runs (eval and
+    the evaluation after each fine-tuning protocol)."""
+    parser.add_argument(
+        "--n", type=positive_int, default=None, help=f"first N test examples ({n_default})"
+    )
+    parser.add_argument(
+        "--attacks",
+        type=comma_list,
+        default=None,
+        help="comma list of pgd,cw,autoattack (default: the run's)",
+    )
+    parser.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """What ``afa eval`` and ``afa analyze`` both read: the model (a run directory, a
     checkpoint or a published model), which checkpoint, the device, another test set, and

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from afa.cli.arguments import (
+    add_evaluation_arguments,
     add_model_arguments,
     check_model_arguments,
     comma_list,
@@ -24,19 +25,8 @@ from afa.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument(
-        "--n",
-        type=positive_int,
-        default=None,
-        help="first N test examples (default: the run's eval.n_examples, else all)",
-    )
+    add_evaluation_arguments(parser, "default: the run's eval.n_examples, else all")
     parser.add_argument("--batch-size", type=positive_int, default=None)
-    parser.add_argument(
-        "--attacks",
-        type=comma_list,
-        default=None,
-        help="comma list of pgd,cw,autoattack (default: the run's)",
-    )
     parser.add_argument(
         "--eps", type=str, default=None, help="override eps (e.g. 8/255); recorded in eval.json"
     )
@@ -65,7 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ema", choices=["auto", "yes", "no"], default="auto", help="use EMA weights"
     )
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks")
     parser.add_argument(
         "--shift",
         type=comma_list,

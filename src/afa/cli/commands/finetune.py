@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from afa.cli.arguments import add_overrides, comma_list, positive_int
+from afa.cli.arguments import add_evaluation_arguments, add_overrides
 from afa.cli.checks import check_attacks
 from afa.cli.commands import register_command
 
@@ -17,16 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocols", default="slf,alf,aff", help="comma list (default slf,alf,aff)"
     )
-    parser.add_argument(
-        "--attacks",
-        type=comma_list,
-        default=None,
-        help="comma list of pgd,cw,autoattack (default: the run's)",
-    )
-    parser.add_argument(
-        "--n", type=positive_int, default=None, help="first N test examples (default: the run's)"
-    )
-    parser.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking checks")
+    add_evaluation_arguments(parser, "default: the run's")
 
 
 def run(args: argparse.Namespace) -> int:
