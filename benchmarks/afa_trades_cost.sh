@@ -18,15 +18,18 @@ bench() { run --suite afa-trades-cost --out benchmarks/results/afa-trades-cost-1
 # today's separate adversary and TRADES were measured at this protocol before, two seeds and
 # one (benchmarks/results/cifar-contrastive-ingredients-10k.md: rows afa-trades, trades)
 CHEAP=("afa-trades shared" "afa-trades AFA-1 from TRADES")
-# 1. TRADES again (the reference on today's code), the cheap adversaries, two seeds each
-bench --seeds 0 --variants trades "${CHEAP[@]}"
-bench --seeds 1 --variants "${CHEAP[@]}"
-# 2. the other adversaries on today's code: the separate PGD-k one, one random AFA step
-bench --seeds 0 --variants "afa-trades separate" "afa-trades AFA-1 random"
-# 3. the rest of the alignment table's rows (benchmarks/alignment_table.py): PGD-AT, the AFA
-# baseline under ALF, ACL and DynACL under ALF (the acl suite of cifar_cpu_table.sh)
-run --suite acl --out benchmarks/results/cifar-contrastive-acl-10k.json \
+# 1. TRADES again (the reference on today's code), the cheap adversaries and today's
+# separate one, seed 0
+bench --seeds 0 --variants trades "${CHEAP[@]}" "afa-trades separate"
+# 2. the rest of the alignment table's rows (benchmarks/alignment_table.py measures their
+# features; APGD-CE alone here, the acl suite's own table is cifar_cpu_table.sh's): PGD-AT,
+# the AFA baseline under ALF, ACL and DynACL under ALF
+run --suite acl --out "$RUNS/alignment-rows.json" --attacks apgd-ce \
     --variants pgd-at "afa baseline ALF" "acl ALF" "dynacl ALF"
-# 4. the weight of the AFA term with the chosen adversary (LAMBDA_ROW: its row name)
-LAMBDA_ROW=${LAMBDA_ROW:-afa-trades AFA-1 from TRADES}
+# 3. the weight lambda of the AFA term with the chosen adversary (LAMBDA_ROW: its row name;
+# the separate one: the cheap adversaries cost 4-6 robust points, step 1), seed 0
+LAMBDA_ROW=${LAMBDA_ROW:-afa-trades separate}
 bench --seeds 0 --variants "$LAMBDA_ROW lambda *"
+# 4. the second seeds, then one random AFA step
+bench --seeds 1 --variants trades "afa-trades separate" "${CHEAP[@]}"
+bench --seeds 0 --variants "afa-trades AFA-1 random"

@@ -354,8 +354,8 @@ def _alignment_text(rep: _Report) -> list[tuple[str, str]]:
             "the own class wins the vote of the nearest training features. Margin AUC: how well "
             "the alignment margin (distance to the nearest other centroid minus distance to the "
             "own) ranks samples that stay correct under PGD above those that do not (0.5 = no "
-            "information). Cos gap: mean cosine within classes minus between classes (near 0: "
-            "features collapsed).",
+            "information). Cos gap: mean cosine within classes minus between classes (it also "
+            "shrinks when features spread out, so a small gap alone is no collapse).",
         )
     )
     for setup in dict.fromkeys(r.analysis_setup for r in rep.runs if r.analysis_setup):
