@@ -160,9 +160,8 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
                 y,
                 self.afa_threat(),
                 self.criterion,
-                # Dual BN: the contrast set's clean rows on the clean branch (two forwards);
-                # one BN: one forward over both, as before (the same batch statistics in
-                # bn_mode train).
+                # Dual BN: the contrast set's clean rows on the clean branch, the rest on
+                # adv (two forwards); one BN: the reference computed above.
                 clean_embed=on_branch(self, "clean", self.embed) if self.model.dual_bn else None,
                 init=x_t if c.afa_init == "trades" else None,
                 reference=reference,
