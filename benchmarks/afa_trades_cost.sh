@@ -2,10 +2,11 @@
 # afa-trades with a cheaper AFA adversary, beside TRADES and the separate PGD-k adversary, at
 # the CPU protocol of cifar_cpu_table.sh: CIFAR-10 (JPEG copy), 10,000 training images, CNN
 # width 16, batch 128, 10 adversarial epochs of PGD-5 (step 2/255) at Linf 8/255, APGD-CE +
-# APGD-T on the first 1,000 of the 5,000 held-out test images; two seeds per row, then the
-# weight lambda of the AFA term. Rows are cached and resumable (re-running continues).
-# The step cost of each adversary: benchmarks/results/afa-trades-cost-k*.json
-# (bench_training_step.py, commands in benchmarks/README.md). Run it in the background:
+# APGD-T on the first 1,000 of the 5,000 held-out test images; the alignment table's other
+# rows, the weight lambda of the AFA term, then second seeds. Rows are cached and resumable
+# (re-running continues). The step cost of each adversary:
+# benchmarks/results/afa-trades-cost-step-k*.json (bench_training_step.py; the commands are in
+# docs/results.md, "afa-trades: the cost of the AFA adversary"). Run it in the background:
 #   nohup bash benchmarks/afa_trades_cost.sh > runs/afa-trades-cost.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
