@@ -7,6 +7,7 @@ measurement sees at least the tensors it must (so a broken profiler trace fails 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -451,3 +452,23 @@ def test_gpu_check_cpu_smoke_dry_run(tmp_path: Path) -> None:
         (last,) = [m for m in s["train"][run]["metrics"] if "epoch" in m]
         assert math.isfinite(last["train/loss"])
     assert "| train-afa-trades | ok |" in (out / "summary.md").read_text()
+
+
+def test_step_benchmark_times_a_method_variant_with_its_own_options():
+    bench = load("bench_training_step")
+    entry = "afa-trades:afa_steps=1:afa_init=trades:afa_step_size=8/255"
+    assert bench.parse_methods(f"trades,{entry}") == ["trades", entry]
+    assert bench.split_entry(entry) == (
+        "afa-trades",
+        {"afa_steps": 1, "afa_init": "trades", "afa_step_size": "8/255"},
+    )
+    for bad in ("afa-trades:afa_steps", "pgd-afa:steps=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_methods(bad)
+    args = bench.build_parser().parse_args(
+        ["--model", "cnn", "--width", "4", "--data", "digits", "--batch-size", "4"]
+    )
+    batch = bench.Batch(torch.rand(4, 1, 8, 8), torch.arange(4) % 10, lambda x: x)
+    _, method, _ = bench.build_step(entry, args, torch.device("cpu"), batch)
+    assert (method.config.afa_steps, method.config.afa_init) == (1, "trades")
+    assert method.config.afa_step_size == pytest.approx(8 / 255)
