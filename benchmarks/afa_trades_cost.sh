@@ -31,6 +31,7 @@ run --suite acl --out "$RUNS/alignment-rows.json" --attacks apgd-ce \
 # the separate one: the cheap adversaries cost 4-6 robust points, step 1), seed 0
 LAMBDA_ROW=${LAMBDA_ROW:-afa-trades separate}
 bench --seeds 0 --variants "$LAMBDA_ROW lambda *"
-# 4. the second seeds, then one random AFA step
+# 4. the second seeds, then one random AFA step (two seeds), then the lambda rows' second seed
 bench --seeds 1 --variants trades "afa-trades separate" "${CHEAP[@]}"
-bench --seeds 0 --variants "afa-trades AFA-1 random"
+bench --seeds 0 1 --variants "afa-trades AFA-1 random"
+bench --seeds 1 --variants "$LAMBDA_ROW lambda *"

@@ -794,6 +794,16 @@ def pm(values: Sequence[float | None]) -> str:
     return f"{m:.1f} ± {s:.1f}" if len(vals) > 1 else f"{m:.1f}"
 
 
+def binomial_ci95(values: Sequence[float | None], n: int) -> str:
+    """Half-width (points) of the normal-approximation 95% interval of the mean accuracy on
+    ``n`` test images: the test-set sampling error alone, not the spread over seeds."""
+    vals = [v for v in values if v is not None]
+    if not vals or n <= 0:
+        return "–"
+    p = sum(vals) / len(vals)
+    return f"±{100 * 1.96 * math.sqrt(p * (1 - p) / n):.1f}"
+
+
 def series(values: Sequence[float] | None) -> str:
     return " ".join(f"{v:.2f}" for v in values or []) or "–"
 
@@ -829,9 +839,10 @@ def robust_table(rows: Sequence[dict[str, Any]], label: str) -> str:
     std = [r for (v, _, _), rs in groups.items() if v == "standard" for r in rs]
     std_clean = mean_std([100 * r["clean_acc"] for r in std])[0] if std else None
     lines = [
-        f"| row | adv epochs | clean % | {label} % | clean gap to standard (pts) | seeds "
-        "| final loss / chance | final cos_gap | collapse warning | sanity failed | train h |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| row | adv epochs | clean % | {label} % | robust 95% (test sampling) "
+        "| clean gap to standard (pts) | seeds | final loss / chance | final cos_gap "
+        "| collapse warning | sanity failed | train h |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (variant, _, adv), rs in groups.items():
         clean = mean_std([100 * r["clean_acc"] for r in rs])[0]
@@ -842,7 +853,9 @@ def robust_table(rows: Sequence[dict[str, Any]], label: str) -> str:
         bad = ", ".join(sorted({s for r in rs for s in r["sanity_failed"]}))
         lines.append(
             f"| {variant} | {adv} | {pm([r['clean_acc'] for r in rs])} "
-            f"| {pm([r['robust_acc'] for r in rs])} | {gap} | {len(rs)} | {loc or '–'} "
+            f"| {pm([r['robust_acc'] for r in rs])} "
+            f"| {binomial_ci95([r['robust_acc'] for r in rs], rs[0]['n_eval'])} "
+            f"| {gap} | {len(rs)} | {loc or '–'} "
             f"| {gaps or '–'} | {warn or '–'} | {bad or '–'} "
             f"| {sum(r['train_s'] for r in rs) / len(rs) / 3600:.2f} |"
         )

@@ -5,7 +5,8 @@
 # baseline under ALF), then a second seed of PGD-AT, TRADES and afa-trades. Evaluation: clean
 # accuracy, AutoAttack (standard) and the sanity checks on the first 2,000 of the 5,000
 # held-out test images (class by class in turn), into each run's eval-autoattack.json; the
-# table in benchmarks/results/cifar-contrastive-ingredients-44k.{json,md}.
+# table in benchmarks/results/cifar-contrastive-ingredients-44k.{json,md}; the alignment
+# measurement of every row in benchmarks/results/alignment-cifar10-44k.{json,md}.
 #
 # Budget: CNN width 16, 30 adversarial epochs per row (AFA: 27 pre-training + 3 ALF epochs),
 # PGD-5 of step 2/255 at Linf 8/255, batch 128, each recipe's optimiser and schedule, 2 threads.
@@ -56,3 +57,10 @@ row --seeds 0 --variants "afa baseline ALF"
 row --seeds 1 --variants trades
 row --seeds 1 --variants afa-trades
 row --seeds 1 --variants pgd-at
+# 3. the alignment measurement of every finished row (alignment_table.py: AFA loss over chance,
+# cos_gap, separation, aligned fractions clean / under PGD-10 (CE) / under the AFA adversary,
+# linear probe, collapse verdict) on the first 1,000 held-out test images
+if [ -z "${DRY_RUN:-}" ]; then
+    "$PY" benchmarks/alignment_table.py --threads "${THREADS:-2}" --runs "$RUNS/adversarial/*" \
+        --n 1000 --out benchmarks/results/alignment-cifar10-44k.json || echo "step failed: alignment"
+fi

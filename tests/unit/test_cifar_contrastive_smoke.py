@@ -207,6 +207,14 @@ def test_an_interrupted_run_resumes_from_last_pt(
     assert [r["epoch"] for r in cc.read_jsonl(run / "metrics.jsonl")] == [1, 2]
 
 
+def test_robust_interval_is_the_binomial_half_width() -> None:
+    """The tables' 95% column: 1.96 sqrt(p (1 - p) / n) of the seeds' mean, in points."""
+    cc = load()
+    assert cc.binomial_ci95([0.5], 1000) == "±3.1"
+    assert cc.binomial_ci95([0.14, 0.16], 2000) == "±1.6"  # p = 0.15
+    assert cc.binomial_ci95([None], 1000) == "–"
+
+
 def test_header_names_the_training_images() -> None:
     """Every table says what it trained on: all 44,000 images left, or the subset kept."""
     cc = load()
@@ -227,7 +235,8 @@ printf '\\n' >> "$STUB_LOG"
 
 def test_full_table_script_rows_resolve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """benchmarks/cifar_full_table.sh: its calls in priority order name existing rows of all
-    44,000 images at 30 epochs, AutoAttack on 2,000; each call's dry run plans its row."""
+    44,000 images at 30 epochs, AutoAttack on 2,000; each call's dry run plans its row; then
+    the alignment measurement of every row's run directory."""
     cc = load()
     stub = tmp_path / "python"
     stub.write_text(ARGV_STUB)
@@ -238,8 +247,11 @@ def test_full_table_script_rows_resolve(tmp_path: Path, capsys: pytest.CaptureFi
         ["bash", str(BENCH / "cifar_full_table.sh")], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0 and "step failed" not in proc.stdout, proc.stdout + proc.stderr
-    calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
+    *calls, align = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
     assert all(c[0] == "benchmarks/cifar_contrastive.py" for c in calls)
+    assert align[0] == "benchmarks/alignment_table.py"
+    assert align[align.index("--runs") + 1] == f"{tmp_path / 'r'}/adversarial/*"
+    assert align[align.index("--n") + 1] == "1000"
     order = [(c[c.index("--variants") + 1], c[c.index("--seeds") + 1]) for c in calls]
     assert order == [
         ("standard", "0"),
