@@ -35,3 +35,6 @@ bench --seeds 0 --variants "$LAMBDA_ROW lambda *"
 bench --seeds 1 --variants trades "afa-trades separate" "${CHEAP[@]}"
 bench --seeds 0 1 --variants "afa-trades AFA-1 random"
 bench --seeds 1 --variants "$LAMBDA_ROW lambda *"
+# 5. the weight lambda with the one adversary that meets the cost target (at most 1.3x a TRADES
+# step at the recipes' PGD-10) within noise of the separate one: one random AFA step, two seeds
+bench --seeds 0 1 --variants "afa-trades AFA-1 random lambda *"

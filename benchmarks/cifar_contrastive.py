@@ -364,6 +364,7 @@ AFA_ADVERSARIES = {
     "separate": (
         "method.shared_adversary=false",
         "method.afa_steps=null",
+        "method.afa_step_size=null",
         "method.afa_init=random",
     ),
     # the TRADES adversary is the AFA anchor: no second attack
@@ -903,16 +904,18 @@ def write_results(out: Path, record: dict[str, Any]) -> None:
     atomic_write_text(out.with_suffix(".md"), markdown(record))
 
 
-def merged(out: Path, suite: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of earlier invocations (same suite) and these, keyed by run and evaluation."""
+def merged(out: Path, suite: Suite, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of earlier invocations (same suite) and these, keyed by run and evaluation, in
+    the suite's order of variants, then by seed (rows of variants it no longer has last)."""
     old = []
     if out.is_file():
         prev = json.loads(out.read_text())
-        if prev.get("suite") == suite:
+        if prev.get("suite") == suite.name:
             old = prev.get("runs", [])
     new = {(r["run"], r["eval_file"]): r for r in rows}
     kept = [r for r in old if (r["run"], r["eval_file"]) not in new]
-    return kept + list(rows)
+    rank = {v.name: i for i, v in enumerate(suite.variants)}
+    return sorted(kept + list(rows), key=lambda r: (rank.get(r["variant"], len(rank)), r["seed"]))
 
 
 # ------------------------------------------------------------------------------ main
@@ -1067,7 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     def record() -> dict[str, Any]:
-        all_rows = merged(out, suite.name, rows)
+        all_rows = merged(out, suite, rows)
         return {
             "suite": suite.name,
             "header": header,

@@ -215,6 +215,29 @@ def test_robust_interval_is_the_binomial_half_width() -> None:
     assert cc.binomial_ci95([None], 1000) == "–"
 
 
+def test_merged_rows_follow_the_suite_order(tmp_path: Path) -> None:
+    """A table written over several invocations lists its rows in the suite's order of
+    variants, then by seed; a re-measured row replaces its old record."""
+    cc = load()
+    suite = cc.Suite(
+        "s", (cc.Variant("a", "x.yaml"), cc.Variant("b", "x.yaml")), (), (), "description"
+    )
+
+    def row(variant: str, seed: int, acc: float) -> dict[str, object]:
+        run = f"{variant}-s{seed}"
+        return {"run": run, "eval_file": "eval.json", "variant": variant, "seed": seed, "acc": acc}
+
+    out = tmp_path / "t.json"
+    out.write_text(json.dumps({"suite": "s", "runs": [row("b", 0, 0.1), row("a", 1, 0.2)]}))
+    rows = cc.merged(out, suite, [row("a", 1, 0.3), row("a", 0, 0.4), row("gone", 0, 0.5)])
+    assert [(r["variant"], r["seed"], r["acc"]) for r in rows] == [
+        ("a", 0, 0.4),
+        ("a", 1, 0.3),
+        ("b", 0, 0.1),
+        ("gone", 0, 0.5),
+    ]
+
+
 def test_header_names_the_training_images() -> None:
     """Every table says what it trained on: all 44,000 images left, or the subset kept."""
     cc = load()
