@@ -692,6 +692,19 @@ STAGE2_S = {"SLF": 13.0, "ALF": 190.0, "AFF": 228.0}
 ATTACK_STEP_S = 0.5e-3
 
 
+def afa_trades_epoch_s(method: dict[str, Any], steps: int) -> float:
+    """``EPOCH_S`` of afa-trades with its AFA adversary: TRADES plus the separate adversary's
+    share (``EPOCH_S["afa-trades"]`` is two PGD-k attacks) in proportion to its forward and
+    backward passes, (afa_steps + 1) / (steps + 1); the shared adversary adds one forward.
+    Measured at PGD-5, width 16 (docs/results.md): one AFA step 1.35 x TRADES, this 1.42."""
+    trades = EPOCH_S["trades"]
+    if method.get("shared_adversary"):
+        return trades * 1.04
+    afa_steps = method.get("afa_steps")
+    share = 1.0 if afa_steps is None else min(1.0, (int(afa_steps) + 1) / (steps + 1))
+    return trades + (EPOCH_S["afa-trades"] - trades) * share
+
+
 @functools.cache
 def model_scale(name: str, width: int) -> float:
     """Forward FLOPs of the model on one 32x32 image relative to the width-32 CNN."""
@@ -720,6 +733,8 @@ def estimate_s(
         images = size * images if isinstance(size, float) and size <= 1 else float(size)
     scale = model_scale(cfg.model.name, int(cfg.model.options.get("width", 32))) * images / 5e4
     per = EPOCH_S.get(cfg.method_name, 280.0)
+    if cfg.method_name == "afa-trades":
+        per = afa_trades_epoch_s(cfg.method, int(cfg.threat.steps))
     if cfg.method.get("clean_term", "none") != "none":
         per += EPOCH_S["standard"]  # one more clean view through the network
     if cfg.data.augment == "contrastive":

@@ -19,7 +19,9 @@
 #   (2,000 / 1,000 images): CNN w16, 30 epochs: about 10.6 h; per row: standard 0.2,
 #   PGD-AT 1.3, afa-trades 2.1, TRADES 1.1, AFA ALF 1.3 h (the first seed's five rows about
 #   6.0 h, the second seeds about 4.6 h). The standard row's AutoAttack is cheaper than the
-#   dry run says: nothing survives APGD-CE.
+#   dry run says: nothing survives APGD-CE. With the afa-trades recipe's one random AFA step
+#   (its separate PGD-5 adversary before) the dry run gives afa-trades 1.7 h a row instead of
+#   2.5 and the table about 9.6 h (x 2.1).
 # so width 16 for 30 epochs: more data and epochs, not width (width 32 fits 10 epochs). The
 # 10,000-image table's 30-epoch rows (cifar-contrastive-ingredients-10k-e30.md) are its
 # counterpart with a quarter of the images.

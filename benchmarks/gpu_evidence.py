@@ -81,8 +81,8 @@ EPOCH_IMAGES = 50_000  # bench_training_step.py's epoch_s is per 50,000 images
 #: Seconds per epoch of 44,000 images on one H100 (ResNet-18, batch 128, bf16,
 #: channels_last, PGD-5, validation included) used only when the probe fails: guesses from
 #: a clean epoch of about 4 s and the CPU step ratios (PGD-5 AT 4.3x clean, TRADES 1.3x
-#: and afa-trades 2.5x PGD-AT), not measured on a GPU.
-FALLBACK_EPOCH_S = {"trades": 26.0, "afa-trades": 50.0, "pgd-at": 20.0}
+#: PGD-AT, afa-trades with the recipe's one AFA step 1.35x TRADES), not measured on a GPU.
+FALLBACK_EPOCH_S = {"trades": 26.0, "afa-trades": 35.0, "pgd-at": 20.0}
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,26 @@ def test_estimate_follows_the_readme_costs() -> None:
     assert cc.model_scale("cnn", 64) > 3 * cc.model_scale("cnn", 32)
 
 
+def test_afa_trades_estimate_follows_its_afa_adversary() -> None:
+    """Two PGD-k attacks cost EPOCH_S["afa-trades"]; one AFA step adds 2 / (k + 1) of the
+    second attack's share to TRADES; the shared adversary about nothing. The recipe's row
+    (one AFA step) is planned at the one-step cost."""
+    cc = load()
+    trades, separate = cc.EPOCH_S["trades"], cc.EPOCH_S["afa-trades"]
+    assert cc.afa_trades_epoch_s({"afa_steps": None}, 5) == separate
+    one = cc.afa_trades_epoch_s({"afa_steps": 1}, 5)
+    assert one == pytest.approx(trades + (separate - trades) / 3)
+    assert cc.afa_trades_epoch_s({"shared_adversary": True}, 5) == pytest.approx(1.04 * trades)
+    b = cc.Budget(20, 5, 2)
+    runs = cc.plan_runs(
+        cc.ingredients_suite(b), b, [0], Path("/nonexistent"), data=[], tail=[], device="cpu"
+    )
+    row = next(r for r in runs if r.variant.name == "afa-trades")
+    assert row.cfg.method["afa_steps"] == 1 and row.cfg.threat.steps == 5
+    train = 20 * one * 44_000 / 50_000
+    assert cc.estimate_s(row, (), 0, shared=False) == pytest.approx(train)
+
+
 def test_an_interrupted_run_resumes_from_last_pt(
     tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

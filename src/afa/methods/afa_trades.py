@@ -37,7 +37,11 @@ class AFATrades(CleanTermMixin, ContrastiveMethod):
     adversarial features are the anchors). With ``shared_adversary`` ``x̃_T`` is also the
     AFA anchor: one attack per step instead of two. ``afa_steps`` / ``afa_step_size`` /
     ``afa_init`` make the AFA adversary cheaper: fewer steps (larger ones), or a few AFA
-    steps that start from ``x̃_T`` instead of a random point.
+    steps that start from ``x̃_T`` instead of a random point. The defaults are the paper's
+    two PGD-k adversaries; the natural-image recipes take one AFA step of ε from a random
+    start, which kept the PGD-k anchor's accuracy within noise at 1.2-1.35x the cost of a
+    TRADES step instead of 1.9x (``docs/results.md``, "afa-trades: the cost of the AFA
+    adversary").
 
     The clean, TRADES and AFA inputs go through the network in separate forwards, as in
     :class:`afa.methods.TRADES` (batch-norm statistics per kind of input). With dual batch
