@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import torch
 
 BENCH = Path(__file__).resolve().parent
@@ -650,6 +651,9 @@ def build_row(run: Run, rec: dict[str, Any], eval_name: str) -> dict[str, Any]:
         "attacks": [a["name"] for a in rec["attacks"].values()],
         "per_attack": {k: a["robust_acc"] for k, a in rec["attacks"].items()},
         "n_eval": rec["n_examples"],
+        # per example (evaluation order), for the paired comparisons; absent in old records
+        "clean_examples": rec.get("per_example", {}).get("clean"),
+        "robust_examples": rec.get("per_example", {}).get("robust"),
         "sanity_failed": sorted(k for k, c in rec.get("sanity", {}).items() if not c["passed"]),
         "eval_s": rec["time_s"],
         # epoch times of the loop (training only): what a resumed run costs in all
@@ -878,6 +882,66 @@ def robust_table(rows: Sequence[dict[str, Any]], label: str) -> str:
     return "\n".join(lines)
 
 
+#: The baselines every AFA row (a variant named ``afa...``) is compared with, example by
+#: example, when both rows have per-example results on the same images.
+PAIRED_BASELINES = ("trades", "pgd-at")
+
+
+def paired_difference(
+    a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], key: str
+) -> tuple[float, float, list[float]] | None:
+    """Row group ``a`` minus ``b`` on the same test images, in points: the difference of the
+    seed means, the half-width of its paired 95% interval over the test images (each
+    example's seed-mean correctness in ``a`` minus in ``b``; test sampling only, not the
+    spread over seeds) and the difference per common seed. ``None`` when a record lacks
+    ``key`` (``clean_examples`` or ``robust_examples``) or the images differ in number."""
+    flags = [[r.get(key) for r in rs] for rs in (a, b)]
+    if any(f is None for fs in flags for f in fs) or len({len(f) for fs in flags for f in fs}) != 1:
+        return None
+    means = [np.mean([[c == "1" for c in f] for f in fs], axis=0) for fs in flags]
+    d = means[0] - means[1]
+    half = 1.96 * float(d.std(ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    by_seed = [{r["seed"]: r[key] for r in rs} for rs in (a, b)]
+    per_seed = [
+        100 * (by_seed[0][s].count("1") - by_seed[1][s].count("1")) / len(d)
+        for s in sorted(set(by_seed[0]) & set(by_seed[1]))
+    ]
+    return 100 * float(d.mean()), 100 * half, per_seed
+
+
+def paired_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Every AFA row against each baseline of ``PAIRED_BASELINES`` present, paired per example;
+    empty when no pair has per-example results."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["variant"], []).append(r)
+    lines = []
+    for variant, rs in groups.items():
+        if not variant.startswith("afa"):
+            continue
+        for base in PAIRED_BASELINES:
+            if base not in groups:
+                continue
+            cells = []
+            for key in ("robust_examples", "clean_examples"):
+                diff = paired_difference(rs, groups[base], key)
+                if diff is None:
+                    break
+                mean, half, per_seed = diff
+                seeds = " / ".join(f"{v:+.1f}" for v in per_seed) or "–"
+                cells.append(f"{mean:+.1f} | ±{half:.1f} | {seeds}")
+            if len(cells) == 2:
+                lines.append(f"| {variant} − {base} | {cells[0]} | {cells[1]} |")
+    if not lines:
+        return ""
+    head = [
+        "| pair | robust Δ (pts) | paired 95% | Δ per seed | clean Δ (pts) | paired 95% "
+        "| Δ per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + lines)
+
+
 def markdown(record: dict[str, Any]) -> str:
     rows = record["runs"]
     parts = [
@@ -906,6 +970,15 @@ def markdown(record: dict[str, Any]) -> str:
             robust_table(sub, label),
             "",
         ]
+        if paired := paired_table(sub):
+            parts += [
+                "Paired on the same test images: the difference of the seed means, the 95% "
+                "interval of that difference over the test images (test sampling only; the "
+                "per-seed differences show the spread over seeds).",
+                "",
+                paired,
+                "",
+            ]
     if record.get("warnings"):
         parts += [f"Warning: {w}" for w in record["warnings"]] + [""]
     if record.get("failed"):

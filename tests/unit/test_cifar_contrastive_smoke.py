@@ -7,6 +7,7 @@ second invocation that skips.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -256,6 +257,48 @@ def test_merged_rows_follow_the_suite_order(tmp_path: Path) -> None:
         ("b", 0, 0.1),
         ("gone", 0, 0.5),
     ]
+
+
+def test_paired_difference_against_a_loop() -> None:
+    """The paired comparison of two rows on the same images: the seed means' difference, its
+    95% half-width 1.96 s / sqrt(n) over the per-example differences, the per-seed gaps;
+    the table lists AFA rows against the baselines present, and nothing without flags."""
+    cc = load()
+    rng = np.random.default_rng(0)
+    n = 400
+
+    def rows(variant: str, p: float) -> list[dict[str, object]]:
+        return [
+            {
+                "variant": variant,
+                "seed": seed,
+                "robust_examples": "".join("1" if v else "0" for v in rng.random(n) < p),
+                "clean_examples": "".join("1" if v else "0" for v in rng.random(n) < 2 * p),
+            }
+            for seed in (0, 1)
+        ]
+
+    a, b = rows("afa-trades", 0.2), rows("trades", 0.15)
+    mean, half, per_seed = cc.paired_difference(a, b, "robust_examples")
+    d = []
+    for i in range(n):
+        ai = sum(int(r["robust_examples"][i]) for r in a) / 2
+        bi = sum(int(r["robust_examples"][i]) for r in b) / 2
+        d.append(ai - bi)
+    m = sum(d) / n
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1))
+    assert mean == pytest.approx(100 * m) and half == pytest.approx(100 * 1.96 * sd / math.sqrt(n))
+    for seed in (0, 1):
+        gap = a[seed]["robust_examples"].count("1") - b[seed]["robust_examples"].count("1")
+        assert per_seed[seed] == pytest.approx(100 * gap / n)
+    table = cc.paired_table([*a, *b, *rows("pgd-at", 0.2)])
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
+        "| afa-trades − trades",
+        "| afa-trades − pgd-at",
+    ]
+    old = [{**r, "robust_examples": None} for r in a]
+    assert cc.paired_difference(old, b, "robust_examples") is None
+    assert cc.paired_table([*old, *b]) == ""
 
 
 def test_header_names_the_training_images() -> None:

@@ -120,6 +120,10 @@ def test_eval_json_round_trip_keeps_numbers_as_numbers(tmp_path):
     assert back["model"] is None and back["method"] is None
     assert back["n_examples"] == 10 and isinstance(back["n_examples"], int)
     assert back["clean_acc"] == 0.8 and back["robust_acc"] == 0.5 and back["n_robust"] == 5
+    flags = back["per_example"]
+    assert flags["clean"] == "".join("1" if v else "0" for v in r.correct[:, 0].tolist())
+    assert flags["robust"] == "".join("1" if v else "0" for v in r.worst_case.tolist())
+    assert flags["robust"].count("1") == 5 and flags["clean"].count("1") == 8
     pgd = back["attacks"]["PGD-20 (CE)"]
     assert pgd == {"robust_acc": 0.7, "n_correct": 7, "steps": 20, "time_s": 0.5}
     assert back["attacks"]["PGD-30 (CW margin)"]["robust_acc"] == 0.5

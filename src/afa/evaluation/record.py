@@ -25,7 +25,8 @@ def eval_record(result: EvalResult, *, extra: Mapping[str, Any] | None = None) -
     ``settings`` (when the result carries them) holds the evaluation attacks' settings,
     each attack's resolved (:meth:`EvalSettings.record`, read back by
     :meth:`EvalSettings.from_record`); each sanity check keeps the numbers behind its value
-    under ``details``.
+    under ``details``. ``per_example`` holds, as strings of ``0``/``1`` in evaluation order,
+    whether each example is correct clean and under the worst case of the attacks.
     """
     import pyautoattack
 
@@ -54,6 +55,12 @@ def eval_record(result: EvalResult, *, extra: Mapping[str, Any] | None = None) -
         },
         "robust_acc": result.robust_acc,
         "n_robust": int(result.worst_case.sum()),
+        # Per example, in evaluation order: lets two models evaluated on the same images be
+        # compared pairwise (a much tighter interval than two independent accuracies).
+        "per_example": {
+            "clean": flags(result.correct[:, result.columns.index(CLEAN)]),
+            "robust": flags(result.worst_case),
+        },
         "sanity": {name: c.record() for name, c in result.sanity.items()},
         "versions": {
             "afa": afa.__version__,
@@ -71,6 +78,11 @@ def eval_record(result: EvalResult, *, extra: Mapping[str, Any] | None = None) -
         raise ValueError(f"write_eval_json: extra may not replace {clash}")
     record.update(extra)
     return record
+
+
+def flags(mask: torch.Tensor) -> str:
+    """A boolean vector as a string of ``0`` and ``1``, one character per example."""
+    return "".join("1" if v else "0" for v in mask.tolist())
 
 
 def write_eval_json(
