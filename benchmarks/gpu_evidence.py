@@ -328,6 +328,8 @@ def table_row(
         "robust_acc": robust,
         "robust_ci95": list(wilson(robust, row["n_eval"])) if robust is not None else None,
         "n_eval": row["n_eval"],
+        "clean_examples": row.get("clean_examples"),
+        "robust_examples": row.get("robust_examples"),
         "sanity_failed": row["sanity_failed"],
         "train_s": train_s,
         "validation_s": val_s,
@@ -367,7 +369,9 @@ def secs(x: float | None) -> str:
 
 
 def comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """afa-trades minus each baseline, in points of clean and robust accuracy."""
+    """afa-trades minus each baseline, in points of clean and robust accuracy, with the
+    half-width of each difference's paired 95% interval over the shared test images
+    (``cifar_contrastive.paired_difference``; ``None`` without per-example results)."""
     by = {r["method"]: r for r in rows}
     out = []
     if "afa-trades" not in by:
@@ -375,14 +379,27 @@ def comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     a = by["afa-trades"]
     for base in ("trades", "pgd-at"):
         if base in by and a["robust_acc"] is not None and by[base]["robust_acc"] is not None:
+            b = by[base]
+            half = {}
+            for kind in ("robust", "clean"):
+                diff = cc.paired_difference(
+                    [{**a, "seed": 0}], [{**b, "seed": 0}], f"{kind}_examples"
+                )
+                half[kind] = None if diff is None else diff[1]
             out.append(
                 {
                     "pair": f"afa-trades - {base}",
-                    "robust_points": 100 * (a["robust_acc"] - by[base]["robust_acc"]),
-                    "clean_points": 100 * (a["clean_acc"] - by[base]["clean_acc"]),
+                    "robust_points": 100 * (a["robust_acc"] - b["robust_acc"]),
+                    "robust_paired_ci95_points": half["robust"],
+                    "clean_points": 100 * (a["clean_acc"] - b["clean_acc"]),
+                    "clean_paired_ci95_points": half["clean"],
                 }
             )
     return out
+
+
+def plus_minus(half: float | None) -> str:
+    return "" if half is None else f" (paired 95% ±{half:.1f})"
 
 
 def markdown(s: dict[str, Any]) -> str:
@@ -416,8 +433,9 @@ def markdown(s: dict[str, Any]) -> str:
     lines.append("")
     for c in s["comparisons"]:
         lines.append(
-            f"* {c['pair']}: {c['robust_points']:+.1f} {s['attack']} points, "
-            f"{c['clean_points']:+.1f} clean points (same test images)."
+            f"* {c['pair']}: {c['robust_points']:+.1f} {s['attack']} points"
+            f"{plus_minus(c.get('robust_paired_ci95_points'))}, {c['clean_points']:+.1f} "
+            f"clean points{plus_minus(c.get('clean_paired_ci95_points'))} (same test images)."
         )
     if s["comparisons"]:
         lines.append("")

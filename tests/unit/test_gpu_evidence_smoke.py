@@ -83,7 +83,14 @@ def test_smoke_writes_one_table_of_the_three_methods(tarball: Path, tmp_path: Pa
     assert sorted(r["variant"] for r in rows) == ["afa-trades", "pgd-at", "trades"]
     assert {r["eval_file"] for r in rows} == {"eval-autoattack.json"}
     assert [c["pair"] for c in s["comparisons"]] == ["afa-trades - trades", "afa-trades - pgd-at"]
+    for r in s["rows"]:  # per example, from eval.json: the paired comparisons' input
+        assert len(r["robust_examples"]) == 16 and r["robust_examples"].count("1") == round(
+            16 * r["robust_acc"]
+        )
+    for c in s["comparisons"]:  # a paired interval of each difference
+        assert c["robust_paired_ci95_points"] >= 0 and c["clean_paired_ci95_points"] >= 0
     md = (out / "gpu-evidence.md").read_text()
+    assert "(paired 95% ±" in md
     assert "| method | epochs | clean % | AutoAttack (apgd-ce) % |" in md
     table = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
     assert table[1:] == ["pgd-at", "trades", "afa-trades"] and "TINY SMOKE RUN" in md
