@@ -16,19 +16,18 @@ BASE=(--epochs 10 --stage2-epochs 3 --warmup 1 --batch-size 128 --model cnn --wi
       --threads 2 --runs "$RUNS" --set data.train_size=10000)
 run() { "$PY" benchmarks/cifar_contrastive.py "${BASE[@]}" "$@" || echo "step failed: $*"; }
 bench() { run --suite afa-trades-cost --out benchmarks/results/afa-trades-cost-10k.json "$@"; }
-# today's separate adversary and TRADES were measured at this protocol before, two seeds and
-# one (benchmarks/results/cifar-contrastive-ingredients-10k.md: rows afa-trades, trades)
+# the anchors tied to the TRADES adversary (the one random AFA step, the recipes' since this
+# measurement, comes in step 4)
 CHEAP=("afa-trades shared" "afa-trades AFA-1 from TRADES")
-# 1. TRADES again (the reference on today's code), the cheap adversaries and today's
-# separate one, seed 0
+# 1. TRADES, the cheap adversaries and the separate PGD-k one, seed 0
 bench --seeds 0 --variants trades "${CHEAP[@]}" "afa-trades separate"
 # 2. the rest of the alignment table's rows (benchmarks/alignment_table.py measures their
 # features; APGD-CE alone here, the acl suite's own table is cifar_cpu_table.sh's): PGD-AT,
 # the AFA baseline under ALF, ACL and DynACL under ALF
 run --suite acl --out "$RUNS/alignment-rows.json" --attacks apgd-ce \
     --variants pgd-at "afa baseline ALF" "acl ALF" "dynacl ALF"
-# 3. the weight lambda of the AFA term with the chosen adversary (LAMBDA_ROW: its row name;
-# the separate one: the cheap adversaries cost 4-6 robust points, step 1), seed 0
+# 3. the weight lambda of the AFA term with the separate adversary (LAMBDA_ROW: another row's
+# name), seed 0
 LAMBDA_ROW=${LAMBDA_ROW:-afa-trades separate}
 bench --seeds 0 --variants "$LAMBDA_ROW lambda *"
 # 4. the second seeds, then one random AFA step (two seeds), then the lambda rows' second seed
