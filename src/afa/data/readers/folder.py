@@ -726,15 +726,12 @@ def load_imagefolder(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
             len(train),
             "test_size",
         )
-        if cfg.test_size is None:
-            message = (
-                f"{root}: no test/ or val/ folder; holding out a fixed stratified "
-                f"{CARVED_TEST_FRACTION:.0%} of train/ ({n_test} images, seed "
-                f"{CARVED_TEST_SEED}) as the test set (set data.test_size to choose)"
-            )
-            warnings.warn(message, stacklevel=2)
-            log.warning(message)
-        train, test = carve_test(train, n_test)
+        notice = (
+            f"{root}: no test/ or val/ folder; holding out a fixed stratified "
+            f"{CARVED_TEST_FRACTION:.0%} of train/ ({n_test} images, seed "
+            f"{CARVED_TEST_SEED}) as the test set (set data.test_size to choose)"
+        )
+        train, test = carve_test(train, n_test, notice if cfg.test_size is None else None)
     if "test" in splits:
         # The tree lists images class by class; "the first N test examples" of
         # `afa eval --n` must not be one or two classes.

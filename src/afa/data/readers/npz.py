@@ -37,10 +37,16 @@ CARVED_TEST_FRACTION = 0.1
 CARVED_TEST_SEED = 20240101
 
 
-def carve_test(train: ImageSet, n_test: int) -> tuple[ImageSet, ImageSet]:
+def carve_test(
+    train: ImageSet, n_test: int, notice: str | None = None
+) -> tuple[ImageSet, ImageSet]:
     """Hold a fixed stratified ``n_test`` out of ``train`` as the test set (for data that
     ship without one), its classes taking turns so that any first N examples see every
-    class (:func:`~afa.data.arrays.class_interleaved`)."""
+    class (:func:`~afa.data.arrays.class_interleaved`). ``notice``, when given, is warned
+    and logged first: the user did not choose this test set."""
+    if notice is not None:
+        warnings.warn(notice, stacklevel=3)
+        log.warning(notice)
     keep, held = stratified_split(train.labels, n_test, CARVED_TEST_SEED)
     held = held[class_interleaved(train.labels[held], CARVED_TEST_SEED)]
     return subset(train, keep), subset(train, held)
@@ -221,9 +227,7 @@ def load_npz(cfg: DataConfig) -> tuple[ImageSet, ImageSet, DatasetInfo]:
             f"fixed stratified {CARVED_TEST_FRACTION:.0%} of {cfg.image_key!r} ({n_test} "
             f"images, seed {CARVED_TEST_SEED}) as the test set"
         )
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
-        train, test = carve_test(train, n_test)
+        train, test = carve_test(train, n_test, notice=message)
 
     mean, std = channel_stats(train.images)
     channels, height, width = (int(s) for s in train.images.shape[1:])
